@@ -1,0 +1,3 @@
+from dcgd.cli import main
+
+raise SystemExit(main())

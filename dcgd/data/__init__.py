@@ -1,0 +1,1 @@
+"""Data engine: masks, removal pairs, image sources and the LightningDataModule."""

@@ -1,0 +1,68 @@
+"""Mask-ratio buckets of the paper's Table 1, shared by data, evaluation and sweeps.
+
+Buckets are half-open ``[lo, hi)``. Edges are compared exactly (as fractions of pixel counts),
+so a ratio of exactly 0.1 lands in ``0.1-0.2`` on every machine, whatever the image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+
+@dataclass(frozen=True)
+class Bucket:
+    lo: str  # decimal strings keep the edges exact
+    hi: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.lo}-{self.hi}"
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return float(self.lo), float(self.hi)
+
+    def contains(self, masked: int, total: int) -> bool:
+        return Fraction(self.lo) * total <= masked < Fraction(self.hi) * total
+
+
+PAPER_BUCKETS: tuple[Bucket, ...] = (
+    Bucket("0.01", "0.1"),
+    Bucket("0.1", "0.2"),
+    Bucket("0.2", "0.3"),
+    Bucket("0.3", "0.4"),
+)
+BUCKET_NAMES: tuple[str, ...] = tuple(b.name for b in PAPER_BUCKETS)
+OUTSIDE = -1  # index of a mask that falls in no bucket
+
+
+def parse_bucket(text: str) -> Bucket:
+    """``"0.1-0.2"`` -> ``Bucket("0.1", "0.2")``; raises ValueError with the accepted form."""
+    try:
+        lo, hi = text.split("-")
+        if not Fraction(lo) < Fraction(hi):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"bad bucket {text!r}: write it as LO-HI with LO < HI, e.g. 0.1-0.2 "
+            f"(the paper's buckets are {', '.join(BUCKET_NAMES)})"
+        ) from None
+    return Bucket(lo, hi)
+
+
+def bucket_index(masked: int, total: int, buckets: tuple[Bucket, ...] = PAPER_BUCKETS) -> int:
+    """Index of the bucket holding ``masked / total``, or ``OUTSIDE``."""
+    for i, bucket in enumerate(buckets):
+        if bucket.contains(masked, total):
+            return i
+    return OUTSIDE
+
+
+def mask_bucket(mask: torch.Tensor, buckets: tuple[Bucket, ...] = PAPER_BUCKETS) -> torch.Tensor:
+    """Bucket index per mask of a ``[B,1,H,W]`` (or ``[B,H,W]``) binary batch, as ``[B]`` long."""
+    flat = (mask.reshape(mask.shape[0], -1) > 0.5).sum(dim=1).tolist()
+    total = mask[0].numel()
+    return torch.tensor([bucket_index(int(m), total, buckets) for m in flat], dtype=torch.long)

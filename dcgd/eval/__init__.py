@@ -1,0 +1,10 @@
+"""Evaluation: the paper's Table 1 metrics per mask-ratio bucket, removal metrics, baselines.
+
+- ``metrics``: composite, per-image PSNR / SSIM / MAE / LPIPS (and FID when its weights exist),
+  with the protocol stated in ``PROTOCOL``.
+- ``bucketed``: ``BucketedMetrics``, a torchmetrics ``Metric`` of per-bucket sums and counts.
+- ``evaluator``: ``Evaluator``, composite + score + accumulate, one call per batch.
+- ``removal``: does the removed object come back? (CLIP@N, object residue).
+- ``table``: the Table-1-style table as markdown and CSV.
+- ``baselines``: the ``InpaintingMethod`` interface and the OpenCV Telea / Navier-Stokes methods.
+"""

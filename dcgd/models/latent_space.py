@@ -1,0 +1,92 @@
+"""Where diffusion happens: a VAE's latent space (the paper, Stable Diffusion) or pixels.
+
+Both expose the same three calls, so the training module and the sampler never branch on it.
+Pixel space is for tiny runs (the quick start, tests) where a random VAE would make every
+image meaningless.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+from torch import nn
+
+from dcgd.errors import ModelLoadError
+
+
+class LatentSpace(nn.Module):
+    channels: int
+    downsample: int
+
+    def encode(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PixelSpace(LatentSpace):
+    """Identity: the diffusion runs on RGB in [-1,1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels = 3
+        self.downsample = 1
+
+    def encode(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        return images
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
+class VAESpace(LatentSpace):
+    """A frozen ``AutoencoderKL``; latents scaled by its ``scaling_factor`` (and shift)."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae.requires_grad_(False).eval()
+        self.channels = vae.config.latent_channels
+        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scale = float(vae.config.scaling_factor)
+        self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+    def train(self, mode: bool = True) -> VAESpace:
+        super().train(mode)
+        self.vae.eval()  # frozen: never in train mode
+        return self
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        latents = dist.sample() if sample else dist.mode()
+        return (latents - self.shift) * self.scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents / self.scale + self.shift
+        return self.vae.decode(latents.to(self.vae.dtype)).sample.clamp(-1, 1)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, subfolder: str | None = "vae") -> VAESpace:
+        kwargs = {"subfolder": subfolder} if subfolder else {}
+        try:
+            return cls(AutoencoderKL.from_pretrained(path_or_id, **kwargs))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(
+                f"could not load a VAE from {path_or_id!r} (subfolder {subfolder!r}): {err}"
+            ) from None
+
+
+def tiny_vae_config(latent_channels: int = 4) -> dict:
+    """A two-level ``AutoencoderKL`` (downsample 2) for tests."""
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "block_out_channels": [16, 32],
+        "layers_per_block": 1,
+        "latent_channels": latent_channels,
+        "norm_num_groups": 8,
+        "sample_size": 32,
+    }

@@ -1,0 +1,1 @@
+"""Inference: the dual-guidance sampler and the tools built on it (`remove`)."""

@@ -1,0 +1,1 @@
+"""Text side of DCGD: tokenizers, the conditioning text encoder, region describers, caches."""

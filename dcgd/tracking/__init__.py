@@ -1,0 +1,1 @@
+"""Experiment tracking: MLflow logger defaults, config saving, image grids."""

@@ -1,0 +1,121 @@
+"""MLflow defaults that work with MLflow 3 and fail early and clearly.
+
+- The local default store is ``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts``
+  (what ``mlflow ui`` / ``mlflow server`` use by default); MLflow 3 refuses ``./mlruns``.
+- ``MLFLOW_TRACKING_URI`` (or ``tracking_uri``) points at a server for clusters; an
+  unreachable server is reported before training starts, not after the first epoch.
+- With a sqlite/http store ``trainer.log_dir`` is None, which breaks LightningCLI's config
+  saving; :class:`SaveConfigToMLflow` logs the resolved config to the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+from dcgd.errors import TrackingError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def check_reachable(uri: str, timeout_s: int = 10) -> None:
+    """Raise :class:`TrackingError` if the tracking store at ``uri`` does not answer."""
+    if is_local(uri):
+        return
+    from mlflow.tracking import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                             "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # any failure here means "cannot track": say so before training
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({type(err).__name__}). Start it "
+            f"(mlflow server --host 0.0.0.0 --port 5000), fix MLFLOW_TRACKING_URI, or track "
+            f"locally with trainer.logger.init_args.tracking_uri={DEFAULT_TRACKING_URI}"
+        ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class MLflowLogger(MLFlowLogger):
+    """Lightning's ``MLFlowLogger`` with dcgd's defaults (sqlite store, explicit artifacts).
+
+    Args:
+        experiment_name: MLflow experiment; created on first use.
+        run_name: name shown in the MLflow UI.
+        tracking_uri: ``sqlite:///mlflow.db`` by default, or ``$MLFLOW_TRACKING_URI``;
+            ``http://host:5000`` for a shared server.
+        artifact_location: where a NEW experiment stores artifacts; defaults to
+            ``./mlartifacts/<experiment>`` for a local store, the server's choice otherwise.
+        tags: run tags.
+        run_id: continue an existing run (set automatically when resuming a checkpoint).
+    """
+
+    def __init__(
+        self,
+        experiment_name: str = "dcgd",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        tracking_uri = tracking_uri or default_tracking_uri()
+        check_reachable(tracking_uri)
+        if artifact_location is None and is_local(tracking_uri):
+            artifact_location = (Path(DEFAULT_ARTIFACT_DIR) / experiment_name).resolve().as_uri()
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            artifact_location=artifact_location,
+            tags=tags,
+            run_id=run_id,
+            save_dir=None,
+        )
+
+
+def log_image(logger: Any, image: Any, artifact_file: str) -> bool:
+    """Log a PIL image to the MLflow run behind ``logger``; False if it is not MLflow."""
+    if not isinstance(logger, MLFlowLogger):
+        return False
+    logger.experiment.log_image(logger.run_id, image, artifact_file=artifact_file)
+    return True
+
+
+class SaveConfigToMLflow(SaveConfigCallback):
+    """Writes the resolved config beside the checkpoints and logs it to the MLflow run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / "config.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, text, "config.yaml")

@@ -1,0 +1,1 @@
+"""Training: the DCGD LightningModule (eq. 7) and its parts."""

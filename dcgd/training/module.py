@@ -1,0 +1,290 @@
+"""``DCGDModule``: the U-Net trained with eq. 7 on the eq. 5 input, sampled with eq. 6.
+
+Read top to bottom: components are built in ``__init__`` (from a pretrained Stable Diffusion
+directory / hub id, or from small configs), ``training_step`` is eq. 7, ``validation_step``
+scores a denoising loss on fixed noise and samples the fixed validation set with eq. 6.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
+
+from dcgd.errors import ConfigError, DCGDError
+from dcgd.models.guidance import PROMPT_MODES, combine, dual_forward, select_prompts
+from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
+from dcgd.models.layouts import LAYOUTS, assemble, layout_channels
+from dcgd.models.schedulers import sampling_scheduler, train_scheduler
+from dcgd.models.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
+from dcgd.sampling.sampler import DCGDSampler, encode_conditions, initial_noise
+from dcgd.text.conditioner import TextConditioner
+from dcgd.training.ema import EMA
+
+
+class DCGDModule(L.LightningModule):
+    """Dual-CLIP Guided Diffusion for object removal.
+
+    Args:
+        pretrained_model: Stable Diffusion (inpainting) hub id or local directory. Its
+            ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/`` and ``scheduler/`` are used
+            unless overridden below. ``None`` builds everything from the configs below.
+        unet_config: build the U-Net from scratch: keys of ``UNet2DConditionModel`` merged
+            over a tiny two-level default. ``in_channels``, ``out_channels`` and
+            ``cross_attention_dim`` are derived from the layout, latent space and text encoder.
+        latent_space: ``vae`` (the paper, Stable Diffusion) or ``pixel`` (tiny runs).
+        vae_config: build the VAE from an ``AutoencoderKL`` config instead of loading it.
+        text_encoder: directory of a (fine-tuned) text encoder saved by ``TextEncoderModule``
+            or in the Stable Diffusion layout, or ``tiny``; ``None`` takes the pretrained one.
+        text_encoder_config: keyword arguments of ``TextConditioner.tiny`` when ``tiny``.
+        layout: U-Net input of eq. 5: ``paper``, ``paper_mask`` or ``inpaint``.
+        prompt_mode: prompt ablation: ``none``, ``positive``, ``negative`` or ``dual``.
+        loss: ``combined`` (eq. 7: MSE on the eq. 6 combination) or ``branches`` (standard
+            CFG training: MSE on the positive branch, prompts dropped to "" at random).
+        w_train: guidance weight inside the eq. 7 loss (``combined`` only).
+        w: guidance weight for sampling (validation, ``remove``).
+        prompt_dropout: probability of replacing a prompt by "" (``branches`` only).
+        lr: learning rate of the U-Net (Adam, as the paper).
+        text_lr: learning rate of the text encoder for joint fine-tuning; ``None`` freezes it.
+        weight_decay: AdamW weight decay.
+        ema_decay: EMA decay of the U-Net weights; ``None`` disables EMA.
+        snr_gamma: Min-SNR loss weighting γ (5.0 is the usual value); ``None`` disables it.
+        noise_schedule: overrides of the DDPM training schedule.
+        sampler: ``ddim``, ``dpmsolver++``, ``euler`` or ``ddpm`` for validation sampling.
+        val_steps: sampling steps in validation.
+        seed: seed of the validation noise (sampling and denoising loss).
+        grid_samples: how many validation samples go into the logged image grid.
+    """
+
+    def __init__(
+        self,
+        pretrained_model: str | None = None,
+        unet_config: dict[str, Any] | None = None,
+        latent_space: Literal["vae", "pixel"] = "vae",
+        vae_config: dict[str, Any] | None = None,
+        text_encoder: str | None = None,
+        text_encoder_config: dict[str, Any] | None = None,
+        layout: Literal["paper", "paper_mask", "inpaint"] = "paper_mask",
+        prompt_mode: Literal["none", "positive", "negative", "dual"] = "dual",
+        loss: Literal["combined", "branches"] = "combined",
+        w_train: float = 1.5,
+        w: float = 1.5,
+        prompt_dropout: float = 0.1,
+        lr: float = 1e-4,
+        text_lr: float | None = None,
+        weight_decay: float = 0.0,
+        ema_decay: float | None = 0.9999,
+        snr_gamma: float | None = None,
+        noise_schedule: dict[str, Any] | None = None,
+        sampler: str = "ddim",
+        val_steps: int = 25,
+        seed: int = 0,
+        grid_samples: int = 8,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if prompt_mode not in PROMPT_MODES:
+            raise ConfigError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+        if loss not in ("combined", "branches"):
+            raise ConfigError(f"loss must be 'combined' or 'branches', got {loss!r}")
+        if pretrained_model is None and (unet_config is None or text_encoder is None):
+            raise ConfigError(
+                "without pretrained_model, give unet_config (e.g. {} for the tiny default) and "
+                "text_encoder (a directory or 'tiny')"
+            )
+
+        self.space = self._build_latent_space()
+        self.text = self._build_text_encoder()
+        self.unet = self._build_unet()
+        self.ema = EMA(self.unet, ema_decay) if ema_decay is not None else None
+        self.noise_scheduler = train_scheduler(pretrained_model, noise_schedule)
+        self.text.requires_grad_(text_lr is not None)
+
+    # ----------------------------------------------------------------- construction
+    def _build_latent_space(self) -> LatentSpace:
+        hp = self.hparams
+        if hp.latent_space == "pixel":
+            return PixelSpace()
+        if hp.vae_config is not None:
+            from diffusers import AutoencoderKL
+
+            return VAESpace(AutoencoderKL(**hp.vae_config))
+        if hp.pretrained_model is None:
+            raise ConfigError("latent_space: vae needs pretrained_model or vae_config")
+        return VAESpace.from_pretrained(hp.pretrained_model)
+
+    def _build_text_encoder(self) -> TextConditioner:
+        hp = self.hparams
+        if hp.text_encoder == "tiny":
+            return TextConditioner.tiny(**(hp.text_encoder_config or {}))
+        if hp.text_encoder is not None:
+            return TextConditioner.from_pretrained(hp.text_encoder)
+        return TextConditioner.from_pretrained(hp.pretrained_model)
+
+    def _build_unet(self):
+        hp = self.hparams
+        channels = self.space.channels
+        if hp.unet_config is not None:
+            derived = {
+                "in_channels": layout_channels(hp.layout, channels),
+                "out_channels": channels,
+                "cross_attention_dim": self.text.hidden_size,
+            }
+            clash = {k: v for k, v in hp.unet_config.items() if k in derived and v != derived[k]}
+            if clash:
+                raise ConfigError(
+                    f"unet_config sets {clash}, but the layout / latent space / text encoder "
+                    f"require {derived}; remove those keys, they are derived"
+                )
+            config = {**tiny_unet_config(**derived), **hp.unet_config, **derived}
+            return build_unet(config)
+        unet = load_unet(hp.pretrained_model)
+        if unet.config.cross_attention_dim != self.text.hidden_size:
+            raise ConfigError(
+                f"the U-Net attends to {unet.config.cross_attention_dim}-d text states but the "
+                f"text encoder gives {self.text.hidden_size}-d; use the matching text encoder"
+            )
+        return adapt_conv_in(unet, hp.layout, channels)
+
+    # ----------------------------------------------------------------- eq. 7
+    def _prompt_states(self, t_pos: list[str], t_neg: list[str]) -> tuple[torch.Tensor, ...]:
+        """Both prompt sets through τθ in one call."""
+        with torch.set_grad_enabled(self.hparams.text_lr is not None and self.training):
+            states = self.text(t_pos + t_neg)
+        return states[: len(t_pos)], states[len(t_pos) :]
+
+    def diffusion_loss(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Eq. 7 (``combined``) or the standard CFG objective (``branches``) on one batch."""
+        hp = self.hparams
+        source, target, mask = batch["source"], batch["target"], batch["mask"]
+        latents = self.space.encode(target, sample=True)
+        conditions = encode_conditions(self.space, hp.layout, source, mask)
+        noise = torch.randn(
+            latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
+        )
+        timesteps = torch.randint(
+            0,
+            self.noise_scheduler.config.num_train_timesteps,
+            (latents.shape[0],),
+            generator=generator,
+            device=latents.device,
+        )
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        unet_in = assemble(hp.layout, noisy, mask, conditions)
+        t_pos, t_neg = select_prompts(hp.prompt_mode, batch["t_info"], batch["t_mask"])
+
+        if hp.loss == "combined":
+            states_pos, states_neg = self._prompt_states(t_pos, t_neg)
+            eps_pos, eps_neg = dual_forward(self.unet, unet_in, timesteps, states_pos, states_neg)
+            pred = combine(eps_pos, eps_neg, hp.w_train)
+        else:
+            draw = torch.rand(len(t_pos), generator=generator, device=latents.device)
+            keep = draw >= hp.prompt_dropout
+            t_pos = [p if k else "" for p, k in zip(t_pos, keep.tolist(), strict=True)]
+            states_pos, _ = self._prompt_states(t_pos, [])
+            pred = self.unet(unet_in, timesteps, encoder_hidden_states=states_pos).sample
+
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            goal = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            goal = noise
+        per_sample = F.mse_loss(pred.float(), goal.float(), reduction="none").mean(dim=(1, 2, 3))
+        if hp.snr_gamma is not None:
+            snr = compute_snr(self.noise_scheduler, timesteps)
+            weight = torch.clamp(snr, max=hp.snr_gamma) / snr
+            if self.noise_scheduler.config.prediction_type == "v_prediction":
+                weight = torch.clamp(snr, max=hp.snr_gamma) / (snr + 1)
+            per_sample = per_sample * weight
+        return per_sample.mean()
+
+    def step_generator(self, offset: int = 0) -> torch.Generator:
+        """Noise for a step as a pure function of (seed, step, rank): exact resumes, no RNG state."""
+        seed = (self.hparams.seed * 1_000_003 + self.global_step * 1_009 + self.global_rank) + offset
+        return torch.Generator(device=self.device).manual_seed(seed % (2**63))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch, self.step_generator())
+        if not torch.isfinite(loss):
+            raise DCGDError(
+                f"the training loss became {loss.item()} at step {self.global_step}. The last "
+                "checkpoint is intact: resume from it with --ckpt_path last after lowering the "
+                "learning rate or setting trainer.gradient_clip_val (e.g. 1.0)."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["source"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.unet)
+
+    # ----------------------------------------------------------------- sampling
+    def sampler(self, use_ema: bool = True, name: str | None = None) -> DCGDSampler:
+        unet = self.ema.model if (use_ema and self.ema is not None) else self.unet
+        scheduler = sampling_scheduler(name or self.hparams.sampler, self.noise_scheduler)
+        return DCGDSampler(unet, self.space, self.text, scheduler, self.hparams.layout)
+
+    def sample(self, batch: dict[str, Any], **overrides: Any) -> torch.Tensor:
+        """Remove the masked objects of a batch with eq. 6; settings default to the config."""
+        hp = self.hparams
+        kwargs = {
+            "prompt_mode": hp.prompt_mode,
+            "w": hp.w,
+            "steps": hp.val_steps,
+            "seed": hp.seed,
+        }
+        kwargs.update(overrides)
+        return self.sampler()(
+            batch["source"],
+            batch["mask"],
+            batch["t_info"],
+            batch["t_mask"],
+            ids=batch.get("id"),
+            **kwargs,
+        )
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        size = batch["source"].shape[0]
+        # Fixed noise per batch index, so val/loss curves compare across steps and runs.
+        generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+        self.log("val/loss", self.diffusion_loss(batch, generator), batch_size=size, sync_dist=True)
+        result = self.sample(batch)
+        self._validation_outputs(batch, result, batch_idx)
+
+    def _validation_outputs(self, batch: dict[str, Any], result: torch.Tensor, batch_idx: int):
+        """Metrics and image grids: filled in by the evaluation and tracking layers."""
+        from dcgd.tracking.images import log_validation_grid
+
+        mae = (result - batch["target"]).abs().mean() / 2  # on [0,1]
+        self.log("val/mae", mae, batch_size=result.shape[0], sync_dist=True)
+        if batch_idx == 0:
+            log_validation_grid(self, batch, result, self.hparams.grid_samples)
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        groups = [{"params": list(self.unet.parameters()), "lr": hp.lr}]
+        if hp.text_lr is not None:
+            groups.append({"params": list(self.text.parameters()), "lr": hp.text_lr})
+        return torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Global RNG states, so that a resumed run draws the same noise as an uninterrupted one.
+        checkpoint["dcgd_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("dcgd_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
