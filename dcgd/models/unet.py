@@ -24,20 +24,26 @@ def tiny_unet_config(
     out_channels: int,
     cross_attention_dim: int,
     sample_size: int = 64,
-    block_out_channels: tuple[int, ...] = (32, 64),
+    block_out_channels: tuple[int, ...] = (16, 32, 64),
 ) -> dict[str, Any]:
-    """A two-level U-Net with cross-attention: small enough to train on a laptop CPU."""
+    """A three-level U-Net small enough to train on a laptop CPU.
+
+    Cross-attention (where the prompts enter) only at the lowest resolution, with 2 heads:
+    on a CPU, self-attention over 32x32 tokens with 8-wide heads costs more than the rest
+    of the network together (measured: 0.69 of 1.17 s per forward at 64 px, batch 16).
+    """
+    levels = len(block_out_channels)
     return {
         "sample_size": sample_size,
         "in_channels": in_channels,
         "out_channels": out_channels,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "down_block_types": ["DownBlock2D"] * (levels - 1) + ["CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D"] + ["UpBlock2D"] * (levels - 1),
         "block_out_channels": list(block_out_channels),
         "layers_per_block": 1,
         "cross_attention_dim": cross_attention_dim,
-        "attention_head_dim": 8,
-        "norm_num_groups": 16,
+        "attention_head_dim": 2,  # diffusers reads this as the number of heads
+        "norm_num_groups": 8,
     }
 
 

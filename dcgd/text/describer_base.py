@@ -39,7 +39,7 @@ class LabelDescriber(Describer):
     no labels; there, use the CLIP describer.
     """
 
-    def __init__(self, mask_template: str = "a {}", info_template: str = "{}") -> None:
+    def __init__(self, mask_template: str = "{}", info_template: str = "{}") -> None:
         self.mask_template = mask_template
         self.info_template = info_template
 

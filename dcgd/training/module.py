@@ -20,7 +20,7 @@ from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
 from dcgd.models.layouts import LAYOUTS, assemble, layout_channels
 from dcgd.models.schedulers import sampling_scheduler, train_scheduler
 from dcgd.models.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
-from dcgd.sampling.sampler import DCGDSampler, encode_conditions, initial_noise
+from dcgd.sampling.sampler import DCGDSampler, encode_conditions
 from dcgd.text.conditioner import TextConditioner
 from dcgd.training.ema import EMA
 

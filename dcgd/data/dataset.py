@@ -1,0 +1,173 @@
+"""``InpaintingDataset``: turns a source of clean images into pairs, one dict per sample.
+
+Every random choice of a sample (crop, bucket, pair kind, mask, pasted object) comes from a
+generator seeded by ``(seed, stream, split, index)``:
+
+- evaluation splits: ``index`` is the sample number, so the set is a pure function of the
+  seed: the same on every machine, worker count and DDP rank;
+- training: ``index`` is a *virtual* index ``epoch · len + i`` from :class:`EpochSampler`,
+  so epochs differ, and a resumed run sees exactly the samples the killed run would have.
+
+Bad files (corrupt, truncated, unreadable) are skipped: the next image is used and the path
+is reported in the sample's ``skipped`` field, which the data module collects and reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dcgd.data.buckets import OUTSIDE, Bucket, bucket_index
+from dcgd.data.images import center_crop, mask_to_tensor, random_crop, to_tensor
+from dcgd.data.masks import (
+    STREAM_EVAL_SAMPLE,
+    STREAM_TRAIN,
+    MaskFolder,
+    MaskSettings,
+    eval_mask,
+    generate_mask,
+    seeded_rng,
+)
+from dcgd.data.pairs import Pair, hole_pair, paste_pair
+from dcgd.data.sources import Item
+from dcgd.errors import DataError
+
+SPLIT_IDS = {"test": 0, "val": 1, "train": 2}  # test 0: the masks `python -m dcgd masks` writes
+MAX_SKIPS = 16  # consecutive bad files before giving up: the dataset itself is broken
+
+
+@dataclass
+class PairSettings:
+    """How pairs are made.
+
+    paste_probability: share of ``paste`` pairs (object removal); the rest are ``hole`` pairs.
+        0 is classic inpainting (the paper's Table 1), 1 pure object removal.
+    paste_dilation: pixels the pasted object's footprint is grown by to make the mask.
+    masks: the generated hole masks (ignored when ``mask_folder`` is given).
+    """
+
+    paste_probability: float = 0.5
+    paste_dilation: int = 3
+    masks: MaskSettings = MaskSettings()
+
+
+class InpaintingDataset(Dataset):
+    def __init__(
+        self,
+        source,
+        split: str,
+        size: int,
+        buckets: tuple[Bucket, ...],
+        pairs: PairSettings,
+        cutouts=None,
+        mask_folder: MaskFolder | None = None,
+        seed: int = 0,
+        per_bucket: int | None = None,
+    ) -> None:
+        if split not in SPLIT_IDS:
+            raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
+        if pairs.paste_probability > 0 and cutouts is None:
+            raise DataError("paste pairs need cut-outs: set data.cutouts (e.g. procedural)")
+        self.source = source
+        self.split = split
+        self.split_id = SPLIT_IDS[split]
+        self.size = size
+        self.buckets = buckets
+        self.pairs = pairs
+        self.cutouts = cutouts
+        self.mask_folder = mask_folder
+        self.seed = seed
+        self.per_bucket = per_bucket
+        self.train = split == "train"
+        if not self.train and not per_bucket:
+            raise ValueError("an evaluation split needs per_bucket > 0")
+        if len(source) == 0:
+            raise DataError(f"the {split} split of {source.name} is empty")
+        # Evaluation images are visited in a seeded order, so the first N of a big validation
+        # set are a fair sample of it (not its first category), the same everywhere.
+        self.order = None if self.train else seeded_rng(seed, STREAM_EVAL_SAMPLE, self.split_id).permutation(len(source))
+
+    def __len__(self) -> int:
+        return len(self.source) if self.train else self.per_bucket * len(self.buckets)
+
+    # ------------------------------------------------------------------ one sample
+    def __getitem__(self, index: int) -> dict:
+        rng = seeded_rng(self.seed, STREAM_TRAIN if self.train else STREAM_EVAL_SAMPLE, self.split_id, index)
+        bucket = (
+            int(rng.integers(len(self.buckets))) if self.train else index % len(self.buckets)
+        )
+        item, skipped = self._load(index, rng)
+        target = self._crop(item, rng)
+        pair = self._pair(target, item, bucket, index, rng)
+        count = int(np.count_nonzero(pair.mask))
+        found = bucket_index(count, pair.mask.size, self.buckets)
+        if not self.train and found == OUTSIDE:
+            raise RuntimeError(f"evaluation sample {index} fell outside bucket {self.buckets[bucket].name}")
+        scene_label = item.scene.label(pair.mask) if item.scene is not None else item.category
+        return {
+            "source": to_tensor(pair.source),
+            "target": to_tensor(pair.target),
+            "mask": mask_to_tensor(pair.mask),
+            "mask_ratio": torch.tensor(count / pair.mask.size, dtype=torch.float32),
+            "bucket": torch.tensor(found, dtype=torch.long),
+            "id": f"{self.split}/{index:07d}/{item.id}",
+            "kind": pair.kind,
+            "object_label": pair.object_label,
+            "scene_label": scene_label,
+            "skipped": "\n".join(skipped),
+        }
+
+    def _load(self, index: int, rng: np.random.Generator) -> tuple[Item, list[str]]:
+        n = len(self.source)
+        position = index % n if self.train else int(self.order[index % n])
+        skipped: list[str] = []
+        for attempt in range(MAX_SKIPS):
+            try:
+                return self.source.load((position + attempt) % n, rng), skipped
+            except DataError as err:
+                skipped.append(f"{(position + attempt) % n}: {err}")
+        raise DataError(
+            f"{MAX_SKIPS} images in a row could not be read in {self.source.name} "
+            f"(first: {skipped[0]}); the dataset looks broken"
+        )
+
+    def _crop(self, item: Item, rng: np.random.Generator) -> np.ndarray:
+        if item.fixed_size:
+            return item.image
+        if self.train or self.source.eval_crop == "random":
+            return random_crop(item.image, self.size, rng)
+        return center_crop(item.image, self.size)
+
+    def _pair(
+        self, target: np.ndarray, item: Item, bucket: int, index: int, rng: np.random.Generator
+    ) -> Pair:
+        if rng.random() < self.pairs.paste_probability:
+            context = item.scene.objects[0].label if item.scene and item.scene.objects else ""
+            cutout, label = self.cutouts.sample(rng, context)
+            pair = paste_pair(
+                target,
+                cutout,
+                rng,
+                label,
+                dilation=self.pairs.paste_dilation,
+                bucket=self.buckets[bucket],
+                fill_fraction=self.cutouts.fill_fraction(label),
+            )
+            if pair is not None:
+                return pair
+            # This object cannot cover the bucket (too thin, too small): a hole pair instead.
+        return hole_pair(target, self._mask(bucket, index, rng))
+
+    def _mask(self, bucket: int, index: int, rng: np.random.Generator) -> np.ndarray:
+        size = (self.size, self.size)
+        if self.mask_folder is not None:
+            return self.mask_folder.pick(rng, size, self.buckets, bucket)
+        if not self.train:
+            # Mask number k of its bucket: for the test split, the k-th mask that
+            # `python -m dcgd masks --bucket <b> --seed <seed>` writes.
+            k = index // len(self.buckets)
+            return eval_mask(k, self.seed, size, self.buckets[bucket], self.pairs.masks, self.split_id)
+        return generate_mask(rng, size, self.buckets[bucket], self.pairs.masks)

@@ -1,0 +1,124 @@
+"""Training / evaluation pairs: ``hole`` (classic inpainting) and ``paste`` (object removal).
+
+A pair is ``(source, mask, target)`` as ``uint8`` arrays (mask 0/1):
+
+- ``hole``: ``source = target∘(1−mask)``; there is no object, so ``source∘mask`` is zero.
+- ``paste``: an object cut-out is alpha-blended into the clean ``target``; ``source`` is the
+  composite and ``mask`` its (dilated) footprint. ``source∘mask`` is the object to remove.
+
+In both, the pixels of ``target`` under the mask never reach ``source`` (DESIGN.md §2): a hole
+zeroes them; a paste shows, inside its footprint, the object over neutral grey, so even a
+semi-transparent edge of the cut-out carries no ground truth into the model's input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from dcgd.data.buckets import Bucket, bucket_index
+from dcgd.data.masks import postprocess
+
+PAIR_KINDS = ("hole", "paste")
+
+
+@dataclass
+class Pair:
+    """One sample before tensor conversion."""
+
+    source: np.ndarray  # uint8 [H,W,3]
+    mask: np.ndarray  # uint8 [H,W] in {0,1}
+    target: np.ndarray  # uint8 [H,W,3]
+    kind: str  # "hole" | "paste"
+    object_label: str = ""  # class of the pasted object ("" for hole pairs / unknown)
+    meta: dict = field(default_factory=dict)
+
+
+def hole_pair(target: np.ndarray, mask: np.ndarray) -> Pair:
+    """Classic inpainting: the hole is cut out of the target (black, as other tools show it)."""
+    source = target * (1 - mask[..., None]).astype(target.dtype)
+    return Pair(source=source, mask=mask.astype(np.uint8), target=target, kind="hole")
+
+
+def paste_object(
+    target: np.ndarray, cutout: np.ndarray, x: int, y: int, dilation: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend RGBA ``cutout`` into ``target`` at top-left ``(x, y)``: ``(source, mask)``.
+
+    The mask is every pixel the cut-out touches (alpha > 0), dilated by ``dilation`` pixels so
+    shadows of anti-aliasing and a user's imprecise brush are covered. Inside the mask the
+    source shows the object over mid-grey, never the target: a semi-transparent edge pixel
+    would otherwise carry a fraction of the ground truth into the model's input.
+    """
+    h, w = target.shape[:2]
+    ch, cw = cutout.shape[:2]
+    # Clip the cut-out to the image (a paste may hang over the border).
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + cw, w), min(y + ch, h)
+    patch = cutout[y0 - y : y1 - y, x0 - x : x1 - x]
+    alpha = np.zeros((h, w), np.float32)
+    alpha[y0:y1, x0:x1] = patch[..., 3].astype(np.float32) / 255.0
+    colour = np.zeros((h, w, 3), np.float32)
+    colour[y0:y1, x0:x1] = patch[..., :3]
+    mask = postprocess((alpha > 0).astype(np.uint8), dilation=dilation)
+    blended = target.astype(np.float32) * (1 - alpha[..., None]) + colour * alpha[..., None]
+    # Inside the mask: the object on neutral grey, not on the target.
+    on_grey = 127.5 * (1 - alpha[..., None]) + colour * alpha[..., None]
+    source = np.where(mask[..., None] > 0, on_grey, blended)
+    return np.clip(np.rint(source), 0, 255).astype(np.uint8), mask
+
+
+def paste_pair(
+    target: np.ndarray,
+    cutout: np.ndarray,
+    rng: np.random.Generator,
+    label: str = "",
+    dilation: int = 3,
+    bucket: Bucket | None = None,
+    fill_fraction: float | None = None,
+    max_tries: int = 20,
+    max_side_fraction: float = 0.95,
+) -> Pair | None:
+    """Paste ``cutout`` (RGBA, any size) at a random place and scale into ``target``.
+
+    With ``bucket``, the scale is chosen so the dilated footprint's ratio falls inside it
+    (rejection-sampled; ``None`` when ``max_tries`` fail, e.g. a bucket too large for the
+    object's shape). ``fill_fraction`` is the share of the cut-out's box its alpha covers;
+    measured from the cut-out when not given.
+    """
+    h, w = target.shape[:2]
+    total = h * w
+    if fill_fraction is None:
+        fill_fraction = max(float(np.count_nonzero(cutout[..., 3])) / cutout[..., 3].size, 1e-3)
+    aspect = cutout.shape[1] / cutout.shape[0]
+    for _ in range(max_tries):
+        if bucket is None:
+            ratio = float(rng.uniform(0.02, 0.3))
+        else:
+            lo, hi = bucket.bounds
+            ratio = float(rng.uniform(lo, hi))
+        # footprint ≈ fill · box area (+ a dilation ring); solve the box's height for it.
+        area = ratio * total / fill_fraction
+        ph = math.sqrt(area / aspect)
+        ph -= 2 * dilation * 0.5  # the ring adds roughly dilation on each side
+        pw = ph * aspect
+        if ph < 3 or pw < 3 or ph > max_side_fraction * h or pw > max_side_fraction * w:
+            continue
+        size = (max(3, int(round(pw))), max(3, int(round(ph))))
+        scaled = cv2.resize(cutout, size, interpolation=cv2.INTER_AREA)
+        x = int(rng.integers(0, w - size[0] + 1))
+        y = int(rng.integers(0, h - size[1] + 1))
+        source, mask = paste_object(target, scaled, x, y, dilation)
+        count = int(np.count_nonzero(mask))
+        if count == 0 or count == total:
+            continue
+        if bucket is not None and not bucket.contains(count, total):
+            continue
+        return Pair(source, mask, target, "paste", label, {"box": (x, y, *size)})
+    return None
+
+
+def pair_bucket(pair: Pair, buckets: tuple[Bucket, ...]) -> int:
+    return bucket_index(int(np.count_nonzero(pair.mask)), pair.mask.size, buckets)
