@@ -116,7 +116,9 @@ class InpaintingDataModule(L.LightningDataModule):
         if not 0.0 <= paste_probability <= 1.0:
             raise ConfigError(f"paste_probability must be in [0, 1]; got {paste_probability}")
         if size < 8 or size % 8:
-            raise ConfigError(f"size must be a multiple of 8 (the VAE and U-Net downsample); got {size}")
+            raise ConfigError(
+                f"size must be a multiple of 8 (the VAE and U-Net downsample); got {size}"
+            )
         try:
             self.buckets = tuple(parse_bucket(b) for b in (buckets or BUCKET_NAMES))
             mask_settings = MaskSettings(mask_kind, box_probability, mask_dilation, mask_feather)
@@ -183,7 +185,12 @@ class InpaintingDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def setup(self, stage: str) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }
         for split in splits.get(stage, ()):
             self.dataset(split)
 

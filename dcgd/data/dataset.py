@@ -88,24 +88,30 @@ class InpaintingDataset(Dataset):
             raise DataError(f"the {split} split of {source.name} is empty")
         # Evaluation images are visited in a seeded order, so the first N of a big validation
         # set are a fair sample of it (not its first category), the same everywhere.
-        self.order = None if self.train else seeded_rng(seed, STREAM_EVAL_SAMPLE, self.split_id).permutation(len(source))
+        self.order = (
+            None
+            if self.train
+            else seeded_rng(seed, STREAM_EVAL_SAMPLE, self.split_id).permutation(len(source))
+        )
 
     def __len__(self) -> int:
         return len(self.source) if self.train else self.per_bucket * len(self.buckets)
 
     # ------------------------------------------------------------------ one sample
     def __getitem__(self, index: int) -> dict:
-        rng = seeded_rng(self.seed, STREAM_TRAIN if self.train else STREAM_EVAL_SAMPLE, self.split_id, index)
-        bucket = (
-            int(rng.integers(len(self.buckets))) if self.train else index % len(self.buckets)
+        rng = seeded_rng(
+            self.seed, STREAM_TRAIN if self.train else STREAM_EVAL_SAMPLE, self.split_id, index
         )
+        bucket = int(rng.integers(len(self.buckets))) if self.train else index % len(self.buckets)
         item, skipped = self._load(index, rng)
         target = self._crop(item, rng)
         pair = self._pair(target, item, bucket, index, rng)
         count = int(np.count_nonzero(pair.mask))
         found = bucket_index(count, pair.mask.size, self.buckets)
         if not self.train and found == OUTSIDE:
-            raise RuntimeError(f"evaluation sample {index} fell outside bucket {self.buckets[bucket].name}")
+            raise RuntimeError(
+                f"evaluation sample {index} fell outside bucket {self.buckets[bucket].name}"
+            )
         scene_label = item.scene.label(pair.mask) if item.scene is not None else item.category
         return {
             "source": to_tensor(pair.source),
@@ -169,5 +175,7 @@ class InpaintingDataset(Dataset):
             # Mask number k of its bucket: for the test split, the k-th mask that
             # `python -m dcgd masks --bucket <b> --seed <seed>` writes.
             k = index // len(self.buckets)
-            return eval_mask(k, self.seed, size, self.buckets[bucket], self.pairs.masks, self.split_id)
+            return eval_mask(
+                k, self.seed, size, self.buckets[bucket], self.pairs.masks, self.split_id
+            )
         return generate_mask(rng, size, self.buckets[bucket], self.pairs.masks)

@@ -54,7 +54,9 @@ def load_photo(name: str) -> np.ndarray:
         try:
             image = PHOTOS[name]()
         except KeyError:
-            raise DataError(f"no built-in photo {name!r}; choose from {', '.join(PHOTOS)}") from None
+            raise DataError(
+                f"no built-in photo {name!r}; choose from {', '.join(PHOTOS)}"
+            ) from None
         except (ImportError, OSError, ModuleNotFoundError) as err:
             raise DataError(
                 f"built-in photo {name!r} could not be loaded ({err}); reinstall scikit-image "

@@ -83,9 +83,10 @@ class DCGDSampler:
         batch = source.shape[0]
         ids = list(ids) if ids is not None else [str(i) for i in range(batch)]
         dtype = next(self.unet.parameters()).dtype
-        conditions = {k: v.to(dtype) for k, v in encode_conditions(
-            self.space, self.layout, source, mask
-        ).items()}
+        conditions = {
+            k: v.to(dtype)
+            for k, v in encode_conditions(self.space, self.layout, source, mask).items()
+        }
         t_pos, t_neg = select_prompts(prompt_mode, t_info, t_mask)
         states = self.text(t_pos + t_neg).to(dtype)
         states_pos, states_neg = states[:batch], states[batch:]

@@ -42,7 +42,9 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 def sample_keys(batch: dict[str, Any]) -> list[str]:
     """One content key per sample: hash of ``source`` (8-bit) and ``mask`` (binary)."""
-    source = ((batch["source"].detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    source = (
+        ((batch["source"].detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    )
     mask = (batch["mask"].detach() > 0.5).to(torch.uint8).cpu()
     keys = []
     for s, m in zip(source, mask, strict=True):
@@ -77,7 +79,9 @@ def global_rank() -> int:
 class DescriptionCache:
     """The shard folder of one describer setting: read all shards, append new ones."""
 
-    def __init__(self, cache_dir: str | Path, settings: dict[str, Any], shard_size: int = 1024) -> None:
+    def __init__(
+        self, cache_dir: str | Path, settings: dict[str, Any], shard_size: int = 1024
+    ) -> None:
         self.root = Path(cache_dir) / settings_hash(settings)
         self.settings = settings
         self.shard_size = shard_size
@@ -95,7 +99,9 @@ class DescriptionCache:
         for path in new:
             for line in path.read_text(encoding="utf-8").splitlines():
                 row = json.loads(line)
-                self.entries[row["key"]] = Description(row["t_info"], row["t_mask"], row.get("scores", {}))
+                self.entries[row["key"]] = Description(
+                    row["t_info"], row["t_mask"], row.get("scores", {})
+                )
             self._read_files.add(path.name)
         return len(new)
 
@@ -114,7 +120,9 @@ class DescriptionCache:
         self.root.mkdir(parents=True, exist_ok=True)
         settings_file = self.root / "settings.json"
         if not settings_file.exists():
-            self._atomic_write(settings_file, json.dumps(self.settings, indent=2, sort_keys=True, default=str))
+            self._atomic_write(
+                settings_file, json.dumps(self.settings, indent=2, sort_keys=True, default=str)
+            )
         name = f"shard-{time.time_ns()}-{socket.gethostname()}-{os.getpid()}-{self._shards_written}.jsonl"
         lines = [
             json.dumps({"key": k, "t_info": d.t_info, "t_mask": d.t_mask, "scores": d.scores})
@@ -169,7 +177,9 @@ class CachedDescriber(Describer):
     @property
     def cache(self) -> DescriptionCache:
         if self._cache is None:
-            self._cache = DescriptionCache(self.cache_dir, self.describer.settings(), self.shard_size)
+            self._cache = DescriptionCache(
+                self.cache_dir, self.describer.settings(), self.shard_size
+            )
             self._last_scan = time.monotonic()
             if self.write != "never":
                 atexit.register(self.flush)
@@ -186,7 +196,10 @@ class CachedDescriber(Describer):
         cache = self.cache
         keys = sample_keys(batch)
         found = [cache.get(k) for k in keys]
-        if any(d is None for d in found) and time.monotonic() - self._last_scan > self.rescan_seconds:
+        if (
+            any(d is None for d in found)
+            and time.monotonic() - self._last_scan > self.rescan_seconds
+        ):
             cache.refresh()
             self._last_scan = time.monotonic()
             found = [cache.get(k) for k in keys]

@@ -101,7 +101,9 @@ def weights_fingerprint(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -112,7 +114,7 @@ def _unknown_model_error(name: str) -> ModelLoadError:
     hint = f" Similar names: {', '.join(close)}." if close else ""
     return ModelLoadError(
         f"unknown open_clip model {name!r}.{hint} See all valid names with "
-        "`python -c \"import open_clip; print(open_clip.list_models())\"`, or give a directory "
+        '`python -c "import open_clip; print(open_clip.list_models())"`, or give a directory '
         f"holding {CONFIG_FILE} + weights (what dcgd's CLIP training saves)."
     )
 
@@ -157,7 +159,11 @@ def _from_directory(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
     config = json.loads(config_path.read_text())
     model_cfg = config.get("model_cfg", config)
     model = _build_from_config(model_cfg, seed=0)
-    weights = [directory / WEIGHTS_FILE, *sorted(directory.glob("*.pt")), *sorted(directory.glob("*.bin"))]
+    weights = [
+        directory / WEIGHTS_FILE,
+        *sorted(directory.glob("*.pt")),
+        *sorted(directory.glob("*.bin")),
+    ]
     found = [w for w in weights if w.is_file()]
     if not found:
         raise ModelLoadError(f"no weights in {directory} (expected {WEIGHTS_FILE}).")
@@ -189,7 +195,9 @@ def load_clip(
         if pretrained:
             _load_weights(clip, pretrained)
         identity = {"model_cfg": model_cfg, "weights": weights_fingerprint(clip)}
-        tokenizer = open_clip.SimpleTokenizer(context_length=model_cfg["text_cfg"]["context_length"])
+        tokenizer = open_clip.SimpleTokenizer(
+            context_length=model_cfg["text_cfg"]["context_length"]
+        )
         origin = "model_cfg"
     else:
         path = Path(model.removeprefix("local-dir:"))

@@ -57,7 +57,9 @@ class ClipTrainingModule(L.LightningModule):
         self.image_size, self.mean, self.std = loaded.image_size, loaded.mean, loaded.std
 
     def contrastive_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        images, texts = region_text_pairs(batch, self.image_size, self.hparams.margin, self.hparams.fill)
+        images, texts = region_text_pairs(
+            batch, self.image_size, self.hparams.margin, self.hparams.fill
+        )
         image_emb = self.model.encode_image(clip_normalize(images, self.mean, self.std))
         text_emb = self.model.encode_text(self.tokenizer(texts).to(self.device))
         scale = self.model.logit_scale.exp().clamp(max=100)
@@ -87,7 +89,9 @@ class ClipTrainingModule(L.LightningModule):
             lr=self.hparams.lr,
         )
         warmup = max(1, self.hparams.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def save_model(self, directory: str | Path) -> Path:

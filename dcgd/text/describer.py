@@ -30,7 +30,9 @@ LOGGED_CANDIDATES = 5
 
 
 @torch.no_grad()
-def encode_names(clip: LoadedClip, names: list[str], templates: list[str], chunk: int = 256) -> torch.Tensor:
+def encode_names(
+    clip: LoadedClip, names: list[str], templates: list[str], chunk: int = 256
+) -> torch.Tensor:
     """``[N, D]`` unit vectors: each name's mean template embedding (CLIP zero-shot)."""
     device = next(clip.model.parameters()).device
     texts = [t.format(name) for name in names for t in templates]
@@ -55,7 +57,10 @@ def encode_images(clip: LoadedClip, images: torch.Tensor, chunk: int = 64) -> to
 
 def _ranked(probs: torch.Tensor, names: list[str], count: int) -> list[list[Any]]:
     values, indices = probs.topk(min(count, len(names)))
-    return [[names[i], round(float(v), 6)] for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+    return [
+        [names[i], round(float(v), 6)]
+        for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
 
 
 class ClipRegionDescriber(Describer):
@@ -113,10 +118,18 @@ class ClipRegionDescriber(Describer):
         self.objects = read_vocabulary(object_vocabulary, "object vocabulary")
         self.scenes = read_vocabulary(scene_vocabulary, "scene vocabulary")
         self.templates = read_templates(templates)
-        self.clip_source = {"model": clip_model, "pretrained": clip_pretrained, "model_cfg": clip_model_cfg}
+        self.clip_source = {
+            "model": clip_model,
+            "pretrained": clip_pretrained,
+            "model_cfg": clip_model_cfg,
+        }
         if (clip_model is None) == (clip_model_cfg is None):
             raise ConfigError("give the describer exactly one of clip_model and clip_model_cfg.")
-        self.mask_top_k, self.scene_top_k, self.context_top_k = mask_top_k, scene_top_k, context_top_k
+        self.mask_top_k, self.scene_top_k, self.context_top_k = (
+            mask_top_k,
+            scene_top_k,
+            context_top_k,
+        )
         self.min_score = min_score
         self.mask_template = mask_template
         self.info_template = info_template
@@ -143,7 +156,12 @@ class ClipRegionDescriber(Describer):
             "templates": text_digest(self.templates),
             "top_k": [self.mask_top_k, self.scene_top_k, self.context_top_k],
             "min_score": self.min_score,
-            "phrasing": [self.mask_template, self.info_template, self.info_template_no_objects, self.joiner],
+            "phrasing": [
+                self.mask_template,
+                self.info_template,
+                self.info_template_no_objects,
+                self.joiner,
+            ],
             "exclude_mask_objects": self.exclude_mask_objects,
             "margin": self.margin,
             "fill": self.fill,
@@ -183,15 +201,23 @@ class ClipRegionDescriber(Describer):
         descriptions = []
         for i in range(len(source)):
             mask_ranked = _ranked(p_region[i], self.objects, shown) if has_object[i] else []
-            scene_ranked = _ranked(p_scene[i], self.scenes, max(LOGGED_CANDIDATES, self.scene_top_k))
+            scene_ranked = _ranked(
+                p_scene[i], self.scenes, max(LOGGED_CANDIDATES, self.scene_top_k)
+            )
             context_ranked = _ranked(p_context[i], self.objects, shown)
             mask_names = self._pick(mask_ranked, self.mask_top_k)
             exclude = set(mask_names) if self.exclude_mask_objects else set()
             context_names = self._pick(context_ranked, self.context_top_k, exclude)
             scene = self.joiner.join(self._pick(scene_ranked, self.scene_top_k))
-            t_mask = self.mask_template.format(objects=self.joiner.join(mask_names)) if mask_names else ""
+            t_mask = (
+                self.mask_template.format(objects=self.joiner.join(mask_names))
+                if mask_names
+                else ""
+            )
             if context_names:
-                t_info = self.info_template.format(scene=scene, objects=self.joiner.join(context_names))
+                t_info = self.info_template.format(
+                    scene=scene, objects=self.joiner.join(context_names)
+                )
             else:
                 t_info = self.info_template_no_objects.format(scene=scene)
             descriptions.append(

@@ -100,7 +100,9 @@ class TextEncoderModule(L.LightningModule):
                 f"projection=False needs equal widths; τθ has {self.text.hidden_size}, "
                 f"CLIP embeds in {embed_dim}."
             )
-        self.projection = nn.Linear(self.text.hidden_size, embed_dim, bias=False) if need else nn.Identity()
+        self.projection = (
+            nn.Linear(self.text.hidden_size, embed_dim, bias=False) if need else nn.Identity()
+        )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
         set_trainable(self.text, trainable_layers, train_embeddings)
 
@@ -114,7 +116,9 @@ class TextEncoderModule(L.LightningModule):
             return int(self.clip.model.encode_image(torch.zeros(1, 3, size, size)).shape[-1])
 
     def contrastive_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        images, texts = region_text_pairs(batch, self.clip.image_size, self.hparams.margin, self.hparams.fill)
+        images, texts = region_text_pairs(
+            batch, self.clip.image_size, self.hparams.margin, self.hparams.fill
+        )
         self.clip.model.to(self.device).eval()
         image_emb = encode_images(self.clip, images)
         text_emb = self.projection(self.text.pooled(texts))

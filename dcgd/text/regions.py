@@ -44,7 +44,9 @@ def region_images(
     m = (mask > 0.5).to(source.dtype)
     neutralised = source * m + fill * (1 - m)
     boxes = mask_boxes(mask, margin)
-    rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], 1)
+    rois = torch.cat(
+        [torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], 1
+    )
     # Area-style sampling (adaptive samples per bin): no aliasing when shrinking big regions.
     crops = roi_align(neutralised - fill, rois.to(source.dtype), (size, size), 1.0, -1, True)
     return crops + fill
@@ -58,7 +60,9 @@ def context_images(
     context = source * (1 - m) + fill * m
     if context.shape[-2:] == (size, size):
         return context
-    return F.interpolate(context, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(
+        context, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 def region_has_content(source: torch.Tensor, mask: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

@@ -21,7 +21,10 @@ class RunSummary(L.Callback):
             if isinstance(callback, ModelCheckpoint):
                 if callback.last_model_path:
                     lines.append(f"  last checkpoint  {callback.last_model_path}")
-                if callback.best_model_path and callback.best_model_path != callback.last_model_path:
+                if (
+                    callback.best_model_path
+                    and callback.best_model_path != callback.last_model_path
+                ):
                     lines.append(f"  best checkpoint  {callback.best_model_path}")
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):

@@ -30,7 +30,9 @@ class EMA(nn.Module):
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
         ema_params = list(self.model.parameters())
-        params = [p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params, strict=True)]
+        params = [
+            p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params, strict=True)
+        ]
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         self.num_updates += 1
 

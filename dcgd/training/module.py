@@ -206,7 +206,9 @@ class DCGDModule(L.LightningModule):
 
     def step_generator(self, offset: int = 0) -> torch.Generator:
         """Noise for a step as a pure function of (seed, step, rank): exact resumes, no RNG state."""
-        seed = (self.hparams.seed * 1_000_003 + self.global_step * 1_009 + self.global_rank) + offset
+        seed = (
+            self.hparams.seed * 1_000_003 + self.global_step * 1_009 + self.global_rank
+        ) + offset
         return torch.Generator(device=self.device).manual_seed(seed % (2**63))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -19,7 +19,9 @@ def _unit_hwc(x: torch.Tensor) -> np.ndarray:
 def scored(photos, masks):
     """A plausible prediction (blurred, noisy, over-range like a VAE output), composited."""
     gen = torch.Generator().manual_seed(0)
-    blurred = torch.nn.functional.avg_pool2d(photos, 5, stride=1, padding=2, count_include_pad=False)
+    blurred = torch.nn.functional.avg_pool2d(
+        photos, 5, stride=1, padding=2, count_include_pad=False
+    )
     pred = blurred + 0.1 * torch.randn(photos.shape, generator=gen)
     return composite(pred, photos, masks), photos
 
@@ -34,7 +36,15 @@ def test_psnr_and_mae_match_numpy_per_image(scored):
         assert ours_psnr[i].item() == pytest.approx(10 * np.log10(1.0 / mse), abs=1e-4)
         assert ours_mae[i].item() == pytest.approx(np.mean(np.abs(a - b)), abs=1e-4)
     # Per image, then averaged: not torchmetrics' default of pooling the batch's MSE.
-    pooled = 10 * np.log10(1.0 / np.mean([np.mean((_unit_hwc(r) - _unit_hwc(t)) ** 2) for r, t in zip(result, target, strict=True)]))
+    pooled = 10 * np.log10(
+        1.0
+        / np.mean(
+            [
+                np.mean((_unit_hwc(r) - _unit_hwc(t)) ** 2)
+                for r, t in zip(result, target, strict=True)
+            ]
+        )
+    )
     assert abs(ours_psnr.mean().item() - pooled) > 1e-3
 
 
