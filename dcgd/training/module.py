@@ -269,6 +269,15 @@ class DCGDModule(L.LightningModule):
         if batch_idx == 0:
             log_validation_grid(self, batch, result, self.hparams.grid_samples)
 
+    # ----------------------------------------------------------------- test / predict
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Sample the fixed test set with eq. 6; scoring and tables are the evaluation
+        callback's job (it receives this dict in ``on_test_batch_end``)."""
+        return {"result": self.sample(batch)}
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {"id": batch.get("id"), "result": self.sample(batch)}
+
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams

@@ -20,11 +20,6 @@ from dcgd.eval.metrics import LPIPS_BACKBONE_URLS
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def photo(name: str, size: int = 64) -> np.ndarray:
     """A scikit-image photograph, centre-cropped and resized to ``size``, uint8 ``[H,W,3]``."""
     image = getattr(skdata, name)()
