@@ -6,7 +6,8 @@ so a ratio of exactly 0.1 lands in ``0.1-0.2`` on every machine, whatever the im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import torch
@@ -16,6 +17,17 @@ import torch
 class Bucket:
     lo: str  # decimal strings keep the edges exact
     hi: str
+    # The edges as exact fractions, parsed once (Fraction() is slow, and buckets are hot).
+    lo_fraction: Fraction = field(init=False, repr=False, compare=False)
+    hi_fraction: Fraction = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lo_fraction", Fraction(self.lo))
+        object.__setattr__(self, "hi_fraction", Fraction(self.hi))
+
+    def count_range(self, total: int) -> tuple[int, int]:
+        """Pixel counts ``[lo, hi)`` of a ``total``-pixel mask that fall in the bucket."""
+        return math.ceil(self.lo_fraction * total), math.ceil(self.hi_fraction * total)
 
     @property
     def name(self) -> str:
@@ -26,7 +38,7 @@ class Bucket:
         return float(self.lo), float(self.hi)
 
     def contains(self, masked: int, total: int) -> bool:
-        return Fraction(self.lo) * total <= masked < Fraction(self.hi) * total
+        return self.lo_fraction * total <= masked < self.hi_fraction * total
 
 
 PAPER_BUCKETS: tuple[Bucket, ...] = (

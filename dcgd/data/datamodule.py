@@ -13,10 +13,14 @@ validation and test sets are pure functions of ``seed``, identical whatever the 
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dcgd.data.buckets import BUCKET_NAMES, parse_bucket
@@ -34,20 +38,33 @@ class EpochSampler(DistributedSampler):
     """A rank's shard of a seeded per-epoch permutation, yielding *virtual* indices
     ``epoch · len + i`` so that the dataset draws new random pairs every epoch.
 
-    ``skip`` drops the first samples of the first epoch it serves: a run resumed mid-epoch
-    continues exactly where the killed one stopped. A ``DistributedSampler`` so Lightning
-    calls ``set_epoch`` and does not wrap it again under DDP.
+    Shards are disjoint: rank ``r`` of ``W`` takes every ``W``-th index of the same permutation
+    (``DistributedSampler`` with ``drop_last``, so every rank has as many samples). ``skip``
+    drops the first ``skip`` samples of epoch ``skip_epoch`` only: a run resumed mid-epoch
+    continues exactly where the killed one stopped. ``len()`` stays the full shard, because
+    Lightning counts a resumed epoch's batches from where it stopped, too. A
+    ``DistributedSampler`` so Lightning calls ``set_epoch`` and does not wrap it again.
     """
 
-    def __init__(self, dataset, num_replicas: int, rank: int, seed: int, skip: int = 0) -> None:
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        skip: int = 0,
+        skip_epoch: int = 0,
+    ) -> None:
         super().__init__(dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True)
         self.skip = skip
+        self.skip_epoch = skip_epoch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
+        if self.epoch == self.skip_epoch:
+            indices = indices[self.skip :]
         offset = self.epoch * len(self.dataset)
-        return iter([offset + i for i in indices[skip:]])
+        return iter([offset + i for i in indices])
 
 
 class InpaintingDataModule(L.LightningDataModule):
@@ -127,8 +144,6 @@ class InpaintingDataModule(L.LightningDataModule):
         if dataset in ("places365", "paris", "folder"):
             if root is None:
                 raise ConfigError(f"dataset {dataset} needs data.root (the folder that holds it)")
-            from pathlib import Path
-
             if not Path(root).expanduser().is_dir():
                 raise DataError(
                     f"data root {root} does not exist; point data.root at the {dataset} folder "
@@ -158,6 +173,7 @@ class InpaintingDataModule(L.LightningDataModule):
             self.describer = CachedDescriber(describer, description_cache, write="rank0")
         self.datasets: dict[str, InpaintingDataset] = {}
         self.skipped_files: list[str] = []
+        self._resume: dict[str, int] = {}  # where a resumed run stopped (see state_dict)
 
     # ------------------------------------------------------------------ datasets
     def dataset(self, split: str) -> InpaintingDataset:
@@ -193,6 +209,12 @@ class InpaintingDataModule(L.LightningDataModule):
         }
         for split in splits.get(stage, ()):
             self.dataset(split)
+        trainer = self.trainer
+        if trainer is not None and not any(
+            isinstance(c, SkippedFilesReport) for c in trainer.callbacks
+        ):
+            # Skipped files must be reported whatever callbacks the user's config lists.
+            trainer.callbacks.append(SkippedFilesReport())
 
     def _loader(self, dataset: InpaintingDataset, sampler=None) -> DataLoader:
         return DataLoader(
@@ -212,7 +234,8 @@ class InpaintingDataModule(L.LightningDataModule):
                 f"the training set has {len(dataset)} images, fewer than one global batch "
                 f"({self.batch_size} x {world} devices)"
             )
-        sampler = EpochSampler(dataset, world, rank, self.seed, skip=self._resume_skip())
+        skip, skip_epoch = self._resume_position(world)
+        sampler = EpochSampler(dataset, world, rank, self.seed, skip, skip_epoch)
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -230,13 +253,40 @@ class InpaintingDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def _resume_skip(self) -> int:
-        """Samples this rank already consumed in the current epoch of a resumed run."""
+    # ------------------------------------------------------------------ resuming
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in its epoch, saved in every checkpoint.
+
+        ``processed`` (not ``completed``) counts the batches this rank consumed: a checkpoint
+        written in ``on_train_batch_end`` has processed the batch before completing it.
+        """
         trainer = self.trainer
-        if trainer is None or not trainer.fit_loop.restarting:
-            return 0
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return done * self.batch_size
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {
+            "epoch": trainer.current_epoch,
+            "batches": progress.processed,
+            "batch_size": self.batch_size,
+            "world_size": trainer.world_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
+
+    def _resume_position(self, world: int) -> tuple[int, int]:
+        """``(skip, epoch)``: samples of this rank's shard already seen in that epoch."""
+        state = self._resume
+        if not state:
+            return 0, 0
+        if (state["batch_size"], state["world_size"]) != (self.batch_size, world):
+            rank_zero_warn(
+                f"resuming with batch_size {self.batch_size} x {world} devices, the checkpoint "
+                f"was written with {state['batch_size']} x {state['world_size']}: the "
+                "interrupted epoch restarts from its first sample"
+            )
+            return 0, state["epoch"]
+        return state["batches"] * self.batch_size, state["epoch"]
 
     # ------------------------------------------------------------------ per batch
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -247,24 +297,40 @@ class InpaintingDataModule(L.LightningDataModule):
 
 
 class SkippedFilesReport(L.Callback):
-    """Reports the unreadable files the data module skipped, at the end of each epoch."""
+    """Reports the unreadable files the data module skipped, at the end of each epoch.
+
+    The data module adds it to the trainer by itself. Training: printed (per rank, with no
+    collective: ranks skip different files) and logged as ``data/skipped_files``, the count so
+    far. Validation and test report theirs at their end.
+    """
 
     def __init__(self) -> None:
         self.reported = 0
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        skipped = getattr(datamodule, "skipped_files", None)
-        if not skipped or len(skipped) == self.reported:
-            return
+    def _report(self, trainer: L.Trainer, when: str) -> None:
+        skipped = getattr(trainer.datamodule, "skipped_files", None) or []
         new = skipped[self.reported :]
         self.reported = len(skipped)
-        # Per rank, no sync: ranks skip different files (a collective here could hang).
-        pl_module.log("data/skipped_files", float(len(skipped)), rank_zero_only=False)
+        if not new:
+            return
         shown = "\n  ".join(new[:20])
         more = f"\n  ... and {len(new) - 20} more" if len(new) > 20 else ""
         print(
-            f"dcgd (rank {trainer.global_rank}): skipped {len(new)} unreadable image(s) this "
-            f"epoch, each replaced by the next image; fix or remove them:\n  {shown}{more}",
+            f"dcgd (rank {trainer.global_rank}): skipped {len(new)} unreadable image(s) {when}, "
+            f"each replaced by the next image; fix or remove them:\n  {shown}{more}",
+            file=sys.stderr,
             flush=True,
         )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer, f"in epoch {trainer.current_epoch}")
+        skipped = getattr(trainer.datamodule, "skipped_files", None)
+        if skipped:
+            pl_module.log("data/skipped_files", float(len(skipped)), rank_zero_only=False)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._report(trainer, "in validation")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer, "in the test set")

@@ -9,7 +9,11 @@ generator seeded by ``(seed, stream, split, index)``:
   so epochs differ, and a resumed run sees exactly the samples the killed run would have.
 
 Bad files (corrupt, truncated, unreadable) are skipped: the next image is used and the path
-is reported in the sample's ``skipped`` field, which the data module collects and reports.
+is reported in the sample's ``skipped`` field, which the data module collects and
+:class:`dcgd.data.datamodule.SkippedFilesReport` prints at the end of the epoch.
+
+``source`` of a hole pair is 0 (mid-grey) inside the hole in the [-1,1] tensor, so that its
+object channel ``s∘o`` is zero; the uint8 :class:`Pair` keeps the black hole other tools use.
 """
 
 from __future__ import annotations
@@ -93,6 +97,10 @@ class InpaintingDataset(Dataset):
             if self.train
             else seeded_rng(seed, STREAM_EVAL_SAMPLE, self.split_id).permutation(len(source))
         )
+        if mask_folder is not None:
+            # Read and bucket the folder now, once: workers inherit it, and a folder with no
+            # mask in some bucket fails here, at setup, not hours into a run.
+            mask_folder.by_bucket((size, size), buckets)
 
     def __len__(self) -> int:
         return len(self.source) if self.train else self.per_bucket * len(self.buckets)
@@ -113,10 +121,15 @@ class InpaintingDataset(Dataset):
                 f"evaluation sample {index} fell outside bucket {self.buckets[bucket].name}"
             )
         scene_label = item.scene.label(pair.mask) if item.scene is not None else item.category
+        source, mask = to_tensor(pair.source), mask_to_tensor(pair.mask)
+        if pair.kind == "hole":
+            # s = y∘(1−o) in [-1,1]: the hole is 0 (mid-grey, as Stable Diffusion's masked
+            # image), so the object channel s∘o of a hole pair is exactly zero (DESIGN.md §2).
+            source = source.masked_fill(mask.bool(), 0.0)
         return {
-            "source": to_tensor(pair.source),
+            "source": source,
             "target": to_tensor(pair.target),
-            "mask": mask_to_tensor(pair.mask),
+            "mask": mask,
             "mask_ratio": torch.tensor(count / pair.mask.size, dtype=torch.float32),
             "bucket": torch.tensor(found, dtype=torch.long),
             "id": f"{self.split}/{index:07d}/{item.id}",

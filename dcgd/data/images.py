@@ -39,6 +39,11 @@ def _open(path: Path) -> Image.Image:
         raise DataError(
             f"image {path} does not exist; check the dataset root and file list"
         ) from None
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"image {path} is too large to decode safely ({err}); downscale it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise _corrupt(path, err) from None
     return image

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from dcgd.data.buckets import OUTSIDE, Bucket, bucket_index
-from dcgd.errors import DataError
+from dcgd.data.images import load_mask
+from dcgd.errors import ConfigError, DataError
 
 MASK_KINDS = ("strokes", "boxes", "mixed")
 MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -73,19 +73,33 @@ def postprocess(mask: np.ndarray, dilation: int = 0, feather: int = 0) -> np.nda
     return mask
 
 
+# Stroke directions in 5 degree steps, rounded to 6 decimals: the mask must not depend on the
+# last bit of a platform's libm cos/sin (only IEEE-exact + - * / are used after this).
+_TURNS = 72
+_DIRECTIONS = tuple(
+    (round(math.cos(2 * math.pi * k / _TURNS), 6), round(math.sin(2 * math.pi * k / _TURNS), 6))
+    for k in range(_TURNS)
+)
+_MAX_BEND = 12  # +-60 degrees per vertex: strokes bend, they don't zigzag
+
+
 def _draw_stroke(mask: np.ndarray, rng: np.random.Generator, scale: float) -> Iterator[None]:
     """One LaMa-style stroke: a polyline of random count, segment length, width and angle."""
     h, w = mask.shape
     side = min(h, w)
-    width = int(rng.integers(max(1, round(side * 0.02)), max(2, round(side * scale)) + 1))
+    lo_width, hi_width = max(1, round(side * 0.02)), max(2, round(side * scale))
     vertices = int(rng.integers(1, 6))
-    x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-    angle = float(rng.uniform(0, 2 * math.pi))
-    for _ in range(vertices):
-        angle += float(rng.uniform(-math.pi / 3, math.pi / 3))  # strokes bend, they don't zigzag
-        length = float(rng.uniform(0.05, 0.3)) * side
-        nx = min(max(int(round(x + length * math.cos(angle))), 0), w - 1)
-        ny = min(max(int(round(y + length * math.sin(angle))), 0), h - 1)
+    # All numbers of the stroke in one draw: per-number generator calls dominated the cost.
+    u = rng.random(4 + 2 * vertices).tolist()
+    width = lo_width + int(u[0] * (hi_width - lo_width + 1))
+    x, y = int(u[1] * w), int(u[2] * h)
+    direction = int(u[3] * _TURNS)
+    for k in range(vertices):
+        direction = (direction + int(u[4 + 2 * k] * (2 * _MAX_BEND + 1)) - _MAX_BEND) % _TURNS
+        length = (0.05 + 0.25 * u[5 + 2 * k]) * side
+        dx, dy = _DIRECTIONS[direction]
+        nx = min(max(round(x + length * dx), 0), w - 1)
+        ny = min(max(round(y + length * dy), 0), h - 1)
         cv2.line(mask, (x, y), (nx, ny), 1, width, lineType=cv2.LINE_8)
         x, y = nx, ny
         yield
@@ -93,11 +107,12 @@ def _draw_stroke(mask: np.ndarray, rng: np.random.Generator, scale: float) -> It
 
 def _draw_box(mask: np.ndarray, rng: np.random.Generator, max_area: float) -> Iterator[None]:
     h, w = mask.shape
-    area = max(1.0, float(rng.uniform(0.3, 1.0)) * max_area)
-    aspect = float(rng.uniform(0.5, 2.0))
-    bw = min(w, max(1, int(round(math.sqrt(area * aspect)))))
-    bh = min(h, max(1, int(round(area / bw))))
-    x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+    u = rng.random(4).tolist()
+    area = max(1.0, (0.3 + 0.7 * u[0]) * max_area)
+    aspect = 0.5 + 1.5 * u[1]
+    bw = min(w, max(1, round(math.sqrt(area * aspect))))
+    bh = min(h, max(1, round(area / bw)))
+    x0, y0 = int(u[2] * (w - bw + 1)), int(u[3] * (h - bh + 1))
     mask[y0 : y0 + bh, x0 : x0 + bw] = 1
     yield
 
@@ -109,24 +124,30 @@ def generate_mask(
     settings: MaskSettings = MaskSettings(),
     max_tries: int = 200,
 ) -> np.ndarray:
-    """Draw shapes until the mask ratio reaches ``bucket.lo``; keep it if it is below ``bucket.hi``.
+    """A mask whose ratio lies in ``bucket``, drawn by ``rng``.
 
-    Shapes are added one line segment (or box) at a time, so a mask rarely overshoots; when it
-    does, it is rejected and a new one is drawn from the same generator.
+    Each try first draws a target pixel count uniformly inside the bucket, then adds shapes one
+    line segment (or box) at a time until the count reaches it. Stopping at the bucket's lower
+    edge instead would pile every mask up just above it (a "0.3-0.4" set of 0.30-0.32 masks).
+    A try that overshoots the upper edge is rejected and a new one drawn from the same
+    generator, so the result is still a pure function of ``rng``'s state.
     """
     h, w = size
     total = h * w
-    lo = math.ceil(Fraction(bucket.lo) * total)
-    gap = float(Fraction(bucket.hi) - Fraction(bucket.lo)) * total
-    if lo >= total or Fraction(bucket.hi) * total <= lo:
-        raise ValueError(f"bucket {bucket.name} holds no mask of {h}x{w} pixels")
+    lo, hi = bucket.count_range(total)  # counts in the bucket: lo <= count < hi
+    if lo >= hi or lo >= total:
+        raise ConfigError(
+            f"bucket {bucket.name} holds no mask of {h}x{w} pixels; use a larger size"
+        )
+    gap = float(bucket.hi_fraction - bucket.lo_fraction) * total
     # Bigger buckets get thicker strokes, so big masks need fewer shapes.
     stroke_scale = 0.05 + 0.25 * min(float(bucket.hi), 1.0)
     for _ in range(max_tries):
+        target = max(1, int(rng.integers(lo, hi)))
         raw = np.zeros((h, w), np.uint8)
         mask = raw
         count = 0
-        while count < lo:
+        while count < target:
             box = settings.kind == "boxes" or (
                 settings.kind == "mixed" and rng.random() < settings.box_probability
             )
@@ -134,16 +155,20 @@ def generate_mask(
             for _ in steps:
                 mask = postprocess(raw, settings.dilation, settings.feather)
                 count = int(np.count_nonzero(mask))
-                if count >= lo:
+                if count >= target:
                     break
-        if bucket.contains(count, total):
+        if lo <= count < hi:
             return mask
-    raise RuntimeError(f"no {h}x{w} mask landed in bucket {bucket.name} after {max_tries} tries")
+    raise ConfigError(
+        f"no {h}x{w} {settings.kind} mask landed in bucket {bucket.name} after {max_tries} "
+        f"tries (dilation {settings.dilation}, feather {settings.feather}); the bucket is too "
+        "narrow for these settings at this size: use a larger size, less dilation or a wider bucket"
+    )
 
 
 def _bucket_key(bucket: Bucket) -> tuple[int, int]:
     # Millionths of the edges: the key names the bucket, not its position in a config list.
-    return int(Fraction(bucket.lo) * 10**6), int(Fraction(bucket.hi) * 10**6)
+    return int(bucket.lo_fraction * 10**6), int(bucket.hi_fraction * 10**6)
 
 
 def eval_mask(
@@ -169,13 +194,14 @@ def mask_ratio(mask: np.ndarray) -> float:
 class MaskFolder:
     """Mask images on disk (e.g. the NVIDIA irregular mask set), selected by ratio bucket.
 
-    Each mask is resized to the working size with nearest-neighbour, binarised (``> 127`` is
-    "remove"; ``invert=True`` for sets drawn black-on-white) and its ratio recomputed at that
-    size: file order and names say nothing about the ratio.
+    Each mask is decoded like any mask file (:func:`dcgd.data.images.load_mask`: white = remove,
+    ``invert=True`` for sets drawn black-on-white), resized to the working size with
+    nearest-neighbour and its ratio recomputed at that size: file order and names say nothing
+    about the ratio, and resizing changes it. Empty and full masks are left out.
     """
 
     def __init__(self, root: str | Path, invert: bool = False) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(
                 f"mask folder {self.root} does not exist; point mask_folder at a directory of "
@@ -194,25 +220,39 @@ class MaskFolder:
 
     def load(self, i: int, size: tuple[int, int]) -> np.ndarray:
         """Mask ``i`` at ``size`` (h, w) as 0/1 ``uint8``."""
-        path = self.paths[i]
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            raise DataError(f"cannot decode mask {path}: the file is corrupt or not an image")
-        if gray.shape != size:
-            gray = cv2.resize(gray, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-        mask = (gray > 127).astype(np.uint8)
-        return 1 - mask if self.invert else mask
+        mask = load_mask(self.paths[i])
+        if self.invert:
+            mask = 1 - mask
+        if mask.shape != tuple(size):
+            mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+        return mask
 
     def by_bucket(self, size: tuple[int, int], buckets: tuple[Bucket, ...]) -> list[list[int]]:
-        """Indices of the masks in each bucket at ``size`` (computed once per size)."""
-        key = (size, buckets)
+        """Indices of the masks in each bucket at ``size`` (computed once per size).
+
+        Every mask is read once here: call it before DataLoader workers start, so they inherit
+        the result instead of each re-reading the folder. A mask that cannot be read is an
+        error, not a skip: it would silently change the evaluation set.
+        """
+        key = (tuple(size), buckets)
         if key not in self._by_bucket:
             groups: list[list[int]] = [[] for _ in buckets]
             for i in range(len(self.paths)):
                 mask = self.load(i, size)
-                b = bucket_index(int(np.count_nonzero(mask)), mask.size, buckets)
+                count = int(np.count_nonzero(mask))
+                if count == 0 or count == mask.size:
+                    continue
+                b = bucket_index(count, mask.size, buckets)
                 if b != OUTSIDE:
                     groups[b].append(i)
+            empty = [buckets[b].name for b, group in enumerate(groups) if not group]
+            if empty:
+                raise DataError(
+                    f"mask folder {self.root} has no mask in bucket(s) {', '.join(empty)} at "
+                    f"{size[1]}x{size[0]} (ratios are measured after resizing, empty and full "
+                    "masks are left out); drop those buckets or add masks of that coverage"
+                    + ("" if self.invert else " (black-on-white masks need invert_masks: true)")
+                )
             self._by_bucket[key] = groups
         return self._by_bucket[key]
 
@@ -225,9 +265,4 @@ class MaskFolder:
     ) -> np.ndarray:
         """A mask of bucket number ``bucket``, chosen by ``rng``."""
         group = self.by_bucket(size, buckets)[bucket]
-        if not group:
-            raise DataError(
-                f"mask folder {self.root} has no mask in bucket {buckets[bucket].name} at "
-                f"{size[0]}x{size[1]}; drop that bucket or add masks of that coverage"
-            )
         return self.load(group[int(rng.integers(len(group)))], size)

@@ -194,6 +194,13 @@ class Places365(ImageSource):
                 ) from None
             paths.append(folder / name.lstrip("/"))
             categories.append(category)
+        if paths and not paths[0].is_file():
+            # Checked once here: otherwise every sample would be skipped as unreadable.
+            raise DataError(
+                f"{file_list} names {paths[0]}, which does not exist: the file list does not "
+                f"match the images in {folder}. Check data.root and data.places_small "
+                f"(256 px images: {folders[0]}, large: {folders[1]})."
+            )
         return folder, paths, categories
 
 
@@ -244,6 +251,21 @@ class Photos:
         return Item(load_photo(name), f"photo/{name}/{index:06d}")
 
 
+def _folder_split(folder: Path, split: str) -> Path:
+    """``folder/<split>`` when the folder is split (``test`` falls back to ``val``, as for
+    Places365 and Paris); the whole folder for every split when it has no split sub-folder."""
+    present = [s for s in ("train", "val", "test") if (folder / s).is_dir()]
+    if not present:
+        return folder
+    for candidate in (split, "val") if split == "test" else (split,):
+        if candidate in present:
+            return folder / candidate
+    raise DataError(
+        f"image folder {folder} is split ({', '.join(p + '/' for p in present)}) but has no "
+        f"{split}/ sub-folder; add one (test/ may be left out when val/ exists)"
+    )
+
+
 def build_source(
     dataset: str, split: str, root: str | None, size: int, length: int | None, places_small: bool
 ):
@@ -259,11 +281,7 @@ def build_source(
     if dataset == "paris":
         return ParisStreetView(root, split)
     if dataset == "folder":
-        folder = Path(root).expanduser()
-        # A folder with train/ val/ test/ subfolders is split; otherwise every split reads it.
-        if (folder / split).is_dir():
-            folder = folder / split
-        return ImageFolder(folder)
+        return ImageFolder(_folder_split(Path(root).expanduser(), split))
     raise DataError(
         f"unknown dataset {dataset!r}; choose procedural, photos, places365, paris or folder"
     )
