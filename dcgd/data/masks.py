@@ -42,7 +42,8 @@ class MaskSettings:
 
     kind: ``strokes`` (irregular brush strokes), ``boxes`` or ``mixed`` (each shape is a box
         with probability ``box_probability``, else a stroke).
-    dilation: pixels to grow the drawn mask by (elliptic kernel), before the ratio check.
+    dilation: pixels to grow the drawn mask by (every pixel within that distance), before the
+        ratio check.
     feather: Gaussian radius in pixels that rounds jagged edges; the mask is re-binarised at
         0.5 so it stays in {0, 1}.
     """
@@ -61,11 +62,19 @@ class MaskSettings:
             raise ValueError("mask dilation and feather are pixel counts, they cannot be negative")
 
 
+def disc(radius: int) -> np.ndarray:
+    """The pixels within Euclidean distance ``radius`` of the centre, as a ``uint8`` kernel.
+
+    (OpenCV's ``MORPH_ELLIPSE`` is coarser: its 9x9 kernel reaches (3, 3), 4.24 px away.)
+    """
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (dx * dx + dy * dy <= radius * radius).astype(np.uint8)
+
+
 def postprocess(mask: np.ndarray, dilation: int = 0, feather: int = 0) -> np.ndarray:
     """Dilate then feather (blur and re-threshold) a 0/1 ``uint8`` mask."""
     if dilation > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilation + 1, 2 * dilation + 1))
-        mask = cv2.dilate(mask, kernel)
+        mask = cv2.dilate(mask, disc(dilation))
     if feather > 0:
         # uint8 Gaussian blur is bit-exact in OpenCV, so this stays machine-independent.
         blurred = cv2.GaussianBlur(mask * 255, (2 * feather + 1, 2 * feather + 1), 0)
