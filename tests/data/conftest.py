@@ -60,9 +60,15 @@ def easyformat_folder(name: str, nested: bool) -> str:
     return "/".join(parts) if nested else "-".join(parts)
 
 
+def easyformat_val_folder(index: int, nested: bool) -> str:
+    category = {141: "field/wild", 352: "waiting_room", 94: "cliff"}[index]
+    return category if nested else category.replace("/", "-")
+
+
 @pytest.fixture(params=["dashed", "nested"])
-def places_easyformat(tmp_path, request) -> Path:
-    """``places365_standard/{train,val}/<category>/`` (Places365-Standard easyformat)."""
+def places_easyformat(tmp_path, request) -> tuple[Path, bool]:
+    """``places365_standard/{train,val}/<category>/`` (Places365-Standard easyformat), with
+    two-level categories as one ``arena-hockey`` folder or nested ``arena/hockey`` folders."""
     root = tmp_path / "places"
     nested = request.param == "nested"
     for i, (name, _, _) in enumerate(PLACES_TRAIN):
@@ -71,10 +77,9 @@ def places_easyformat(tmp_path, request) -> Path:
             root / "places365_standard" / "train" / folder / Path(name).name, random_image(i)
         )
     for i, (name, index, _) in enumerate(PLACES_VAL):
-        category = {141: "field/wild", 352: "waiting_room", 94: "cliff"}[index]
-        folder = category if nested else category.replace("/", "-")
+        folder = easyformat_val_folder(index, nested)
         write_image(root / "places365_standard" / "val" / folder / name, random_image(100 + i))
-    return root
+    return root, nested
 
 
 PARIS_TRAIN = ["48.842624_2.355318_90_-004.JPG", "48.857872_2.291474_270_-004.JPG"]
