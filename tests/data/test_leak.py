@@ -1,0 +1,126 @@
+"""The leak test of DESIGN.md §2: the ground truth inside the mask never reaches the model.
+
+Each test builds a split twice: the second time, every image is changed inside the mask its
+sample gets (and only there). ``target`` must change; the model's inputs (``source``,
+``mask``, the condition images of eq. 5) and the descriptions must not.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from dcgd.data.datamodule import InpaintingDataModule
+from dcgd.models.layouts import condition_images
+from dcgd.text.describer_base import LabelDescriber, attach_descriptions
+from tests.data.conftest import random_image, write_image
+
+
+class Tampering:
+    """A source that passes another one through, scrambling each image inside a given mask.
+
+    ``masks`` maps a source position to the mask of the sample that reads it; the scramble
+    uses its own generator, so the sample's random stream is left untouched.
+    """
+
+    def __init__(self, inner, masks: dict[int, np.ndarray] | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.eval_crop = inner.eval_crop
+        self.masks = masks or {}
+        self.positions: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def load(self, position: int, rng=None):
+        item = self.inner.load(position, rng)
+        self.positions.append(position)
+        if position in self.masks:
+            noise = np.random.default_rng(position).integers(0, 256, item.image.shape, np.uint8)
+            inside = self.masks[position][..., None].astype(bool)
+            item.image = np.where(inside, noise, item.image)
+        return item
+
+
+def model_inputs(samples: list[dict]) -> dict:
+    batch = attach_descriptions(default_collate(samples), LabelDescriber())
+    return {
+        "source": batch["source"],
+        "mask": batch["mask"],
+        **condition_images(batch["source"], batch["mask"]),
+        "t_info": batch["t_info"],
+        "t_mask": batch["t_mask"],
+        "target": batch["target"],
+        "kind": batch["kind"],
+    }
+
+
+def assert_no_leak(before: dict, after: dict) -> None:
+    assert {"hole", "paste"} <= set(before["kind"]), "both pair kinds must be exercised"
+    inside = before["mask"].expand_as(before["target"]).bool()
+    # The change really happened, inside the masks and only there...
+    assert not torch.equal(before["target"][inside], after["target"][inside])
+    assert torch.equal(before["target"][~inside], after["target"][~inside])
+    # ...and reached none of the model's inputs.
+    for key in ("source", "mask", "object", "context"):
+        assert torch.equal(before[key], after[key]), key
+    assert before["t_info"] == after["t_info"] and before["t_mask"] == after["t_mask"]
+
+
+def run_twice(dm: InpaintingDataModule, split: str) -> tuple[dict, dict]:
+    dataset = dm.dataset(split)
+    tampering = Tampering(dataset.source)
+    dataset.source = tampering
+    first = [dataset[i] for i in range(len(dataset))]
+    assert len(set(tampering.positions)) == len(first), "each image must serve one sample"
+    tampering.masks = {
+        p: s["mask"][0].numpy() for p, s in zip(tampering.positions, first, strict=True)
+    }
+    second = [dataset[i] for i in range(len(dataset))]
+    return model_inputs(first), model_inputs(second)
+
+
+def test_procedural_pairs_do_not_leak_the_target():
+    # Procedural scenes: the labels come from the scene layout, so the describer is tested too.
+    for split in ("train", "test"):
+        dm = InpaintingDataModule(
+            size=32, paste_probability=0.5, train_length=24, test_per_bucket=6, seed=3
+        )
+        assert_no_leak(*run_twice(dm, split))
+
+
+def test_image_files_do_not_leak_the_target(tmp_path):
+    # Real files on disk: the second folder holds the same images, scrambled inside the mask of
+    # the test sample that reads them. Images are 32x32 PNGs, so the centre crop is exact.
+    originals, tampered = tmp_path / "a", tmp_path / "b"
+    for i in range(12):
+        write_image(originals / f"{i:02d}.png", random_image(i, 32, 32))
+    settings = dict(dataset="folder", size=32, paste_probability=0.5, test_per_bucket=3, seed=1)
+    first = InpaintingDataModule(root=str(originals), **settings).dataset("test")
+    samples = [first[i] for i in range(len(first))]
+    shutil.copytree(originals, tampered)
+    for sample in samples:
+        name = sample["id"].rsplit("/", 1)[1]
+        image = cv2.imread(str(tampered / name))
+        noise = np.random.default_rng(7).integers(0, 256, image.shape, np.uint8)
+        inside = sample["mask"][0].numpy()[..., None].astype(bool)
+        cv2.imwrite(str(tampered / name), np.where(inside, noise, image))
+    second = InpaintingDataModule(root=str(tampered), **settings).dataset("test")
+    assert len({s["id"] for s in samples}) == len(samples)  # one sample per image
+    again = [second[i] for i in range(len(second))]
+    assert [s["id"] for s in again] == [s["id"] for s in samples]
+    assert_no_leak(model_inputs(samples), model_inputs(again))
+
+
+def test_hole_pairs_show_no_object():
+    # DESIGN.md §2: a hole pair has no object, so its object channel s∘o is exactly zero.
+    dm = InpaintingDataModule(size=32, paste_probability=0.0, test_per_bucket=2)
+    batch = default_collate([dm.dataset("test")[i] for i in range(8)])
+    assert torch.count_nonzero(condition_images(batch["source"], batch["mask"])["object"]) == 0
+    outside = batch["mask"].expand_as(batch["source"]) == 0
+    assert torch.equal(batch["source"][outside], batch["target"][outside])
