@@ -53,3 +53,16 @@ def dual_forward(
         encoder_hidden_states=torch.cat([states_pos, states_neg]),
     ).sample
     return out[:batch], out[batch:]
+
+
+def guided_noise(
+    unet: torch.nn.Module,
+    unet_input: torch.Tensor,
+    timesteps: torch.Tensor,
+    states_pos: torch.Tensor,
+    states_neg: torch.Tensor,
+    w: float,
+) -> torch.Tensor:
+    """``ε̂`` of eq. 6: both branches in one forward, combined with weight ``w``."""
+    eps_pos, eps_neg = dual_forward(unet, unet_input, timesteps, states_pos, states_neg)
+    return combine(eps_pos, eps_neg, w)

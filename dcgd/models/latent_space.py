@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.utils import is_accelerate_available
 from torch import nn
 
 from dcgd.errors import ModelLoadError
@@ -18,7 +19,12 @@ class LatentSpace(nn.Module):
     channels: int
     downsample: int
 
-    def encode(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        images: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -33,7 +39,12 @@ class PixelSpace(LatentSpace):
         self.channels = 3
         self.downsample = 1
 
-    def encode(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        images: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         return images
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -57,9 +68,16 @@ class VAESpace(LatentSpace):
         return self
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        images: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Latents of ``images``; ``sample`` draws from the posterior with ``generator`` (so a
+        resumed run draws what the uninterrupted one did), else its mode."""
         dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        latents = dist.sample() if sample else dist.mode()
+        latents = dist.sample(generator) if sample else dist.mode()
         return (latents - self.shift) * self.scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -69,6 +87,7 @@ class VAESpace(LatentSpace):
     @classmethod
     def from_pretrained(cls, path_or_id: str, subfolder: str | None = "vae") -> VAESpace:
         kwargs = {"subfolder": subfolder} if subfolder else {}
+        kwargs["low_cpu_mem_usage"] = is_accelerate_available()
         try:
             return cls(AutoencoderKL.from_pretrained(path_or_id, **kwargs))
         except (OSError, ValueError) as err:

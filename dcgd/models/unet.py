@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.utils import is_accelerate_available
 from torch import nn
 
 from dcgd.errors import ModelLoadError
@@ -53,6 +54,8 @@ def build_unet(config: dict[str, Any]) -> UNet2DConditionModel:
 
 def load_unet(path_or_id: str, subfolder: str | None = "unet") -> UNet2DConditionModel:
     kwargs = {"subfolder": subfolder} if subfolder else {}
+    # Without accelerate, diffusers warns on every load unless told not to try.
+    kwargs["low_cpu_mem_usage"] = is_accelerate_available()
     try:
         return UNet2DConditionModel.from_pretrained(path_or_id, **kwargs)
     except (OSError, ValueError) as err:

@@ -7,6 +7,7 @@ size or the DDP rank.
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Sequence
 
@@ -14,7 +15,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from dcgd.models.guidance import combine, dual_forward, select_prompts
+from dcgd.models.guidance import guided_noise, select_prompts
 from dcgd.models.latent_space import LatentSpace
 from dcgd.models.layouts import LAYOUTS, assemble, condition_images
 from dcgd.text.conditioner import TextConditioner
@@ -24,14 +25,16 @@ def sample_seed(seed: int, sample_id: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(sample_id.encode())) % (2**63)
 
 
+def sample_generators(ids: Sequence[str], seed: int, stream: int = 0) -> list[torch.Generator]:
+    """One CPU generator per sample, so a sample's noise does not depend on its batch."""
+    return [torch.Generator().manual_seed(sample_seed(seed, i) ^ stream) for i in ids]
+
+
 def initial_noise(
     shape: tuple[int, ...], ids: Sequence[str], seed: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
     """One noise tensor per sample, each from its own generator (CPU, so devices agree)."""
-    noise = [
-        torch.randn(shape, generator=torch.Generator().manual_seed(sample_seed(seed, i)))
-        for i in ids
-    ]
+    noise = [torch.randn(shape, generator=g) for g in sample_generators(ids, seed)]
     return torch.stack(noise).to(device=device, dtype=dtype)
 
 
@@ -99,10 +102,14 @@ class DCGDSampler:
         self.scheduler.set_timesteps(steps, device=source.device)
         latents = initial_noise(latent_shape, ids, seed, source.device, dtype)
         latents = latents * self.scheduler.init_noise_sigma
+        # Stochastic samplers (DDPM) draw fresh noise each step: per-sample generators too.
+        step_kwargs = {}
+        if "generator" in inspect.signature(self.scheduler.step).parameters:
+            step_kwargs["generator"] = sample_generators(ids, seed, stream=0x5EED)
         for t in self.scheduler.timesteps:
             model_in = self.scheduler.scale_model_input(latents, t)
             unet_in = assemble(self.layout, model_in, mask, conditions)
-            eps_pos, eps_neg = dual_forward(self.unet, unet_in, t, states_pos, states_neg)
-            latents = self.scheduler.step(combine(eps_pos, eps_neg, w), t, latents).prev_sample
+            eps = guided_noise(self.unet, unet_in, t, states_pos, states_neg, w)
+            latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
         images = self.space.decode(latents.to(dtype)).float().clamp(-1, 1)
         return composite(images, source, mask) if paste_back else images

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
-from dcgd.errors import ConfigError, DCGDError
-from dcgd.models.guidance import PROMPT_MODES, combine, dual_forward, select_prompts
+from dcgd.errors import ConfigError, DCGDError, ModelLoadError
+from dcgd.models.guidance import PROMPT_MODES, guided_noise, select_prompts
 from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
 from dcgd.models.layouts import LAYOUTS, assemble, layout_channels
 from dcgd.models.schedulers import sampling_scheduler, train_scheduler
 from dcgd.models.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
+from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings
 from dcgd.sampling.sampler import DCGDSampler, encode_conditions
 from dcgd.text.conditioner import TextConditioner
 from dcgd.training.ema import EMA
@@ -47,7 +48,7 @@ class DCGDModule(L.LightningModule):
         w_train: guidance weight inside the eq. 7 loss (``combined`` only).
         w: guidance weight for sampling (validation, ``remove``).
         prompt_dropout: probability of replacing a prompt by "" (``branches`` only).
-        lr: learning rate of the U-Net (Adam, as the paper).
+        lr: learning rate of the U-Net (Adam, as the paper; AdamW when ``weight_decay`` > 0).
         text_lr: learning rate of the text encoder for joint fine-tuning; ``None`` freezes it.
         weight_decay: AdamW weight decay.
         ema_decay: EMA decay of the U-Net weights; ``None`` disables EMA.
@@ -104,6 +105,8 @@ class DCGDModule(L.LightningModule):
         self.ema = EMA(self.unet, ema_decay) if ema_decay is not None else None
         self.noise_scheduler = train_scheduler(pretrained_model, noise_schedule)
         self.text.requires_grad_(text_lr is not None)
+        # Side of the training images, saved in checkpoints: the resolution `remove` works at.
+        self.resolution: int | None = None
 
     # ----------------------------------------------------------------- construction
     def _build_latent_space(self) -> LatentSpace:
@@ -141,7 +144,9 @@ class DCGDModule(L.LightningModule):
                     f"unet_config sets {clash}, but the layout / latent space / text encoder "
                     f"require {derived}; remove those keys, they are derived"
                 )
-            config = {**tiny_unet_config(**derived), **hp.unet_config, **derived}
+            # The tiny default's block types follow the number of levels the user asks for.
+            shape = {k: hp.unet_config[k] for k in ("block_out_channels",) if k in hp.unet_config}
+            config = {**tiny_unet_config(**derived, **shape), **hp.unet_config, **derived}
             return build_unet(config)
         unet = load_unet(hp.pretrained_model)
         if unet.config.cross_attention_dim != self.text.hidden_size:
@@ -164,7 +169,7 @@ class DCGDModule(L.LightningModule):
         """Eq. 7 (``combined``) or the standard CFG objective (``branches``) on one batch."""
         hp = self.hparams
         source, target, mask = batch["source"], batch["target"], batch["mask"]
-        latents = self.space.encode(target, sample=True)
+        latents = self.space.encode(target, sample=True, generator=generator)
         conditions = encode_conditions(self.space, hp.layout, source, mask)
         noise = torch.randn(
             latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
@@ -178,12 +183,11 @@ class DCGDModule(L.LightningModule):
         )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         unet_in = assemble(hp.layout, noisy, mask, conditions)
-        t_pos, t_neg = select_prompts(hp.prompt_mode, batch["t_info"], batch["t_mask"])
+        t_pos, t_neg = select_prompts(hp.prompt_mode, *self._descriptions(batch))
 
         if hp.loss == "combined":
             states_pos, states_neg = self._prompt_states(t_pos, t_neg)
-            eps_pos, eps_neg = dual_forward(self.unet, unet_in, timesteps, states_pos, states_neg)
-            pred = combine(eps_pos, eps_neg, hp.w_train)
+            pred = guided_noise(self.unet, unet_in, timesteps, states_pos, states_neg, hp.w_train)
         else:
             draw = torch.rand(len(t_pos), generator=generator, device=latents.device)
             keep = draw >= hp.prompt_dropout
@@ -204,6 +208,18 @@ class DCGDModule(L.LightningModule):
             per_sample = per_sample * weight
         return per_sample.mean()
 
+    def _descriptions(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """``(t_info, t_mask)`` of a batch; "" for all when the prompt mode uses neither."""
+        if "t_info" in batch and "t_mask" in batch:
+            return list(batch["t_info"]), list(batch["t_mask"])
+        if self.hparams.prompt_mode == "none":
+            return [""] * len(batch["source"]), [""] * len(batch["source"])
+        raise ConfigError(
+            f"prompt_mode {self.hparams.prompt_mode!r} needs descriptions but the batch has no "
+            "t_info / t_mask: set data.init_args.describer (e.g. LabelDescriber for the built-in "
+            "data, ClipRegionDescriber for real images) or use prompt_mode: none"
+        )
+
     def step_generator(self, offset: int = 0) -> torch.Generator:
         """Noise for a step as a pure function of (seed, step, rank): exact resumes, no RNG state."""
         seed = (
@@ -212,6 +228,7 @@ class DCGDModule(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(seed % (2**63))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.resolution = int(max(batch["source"].shape[-2:]))
         loss = self.diffusion_loss(batch, self.step_generator())
         if not torch.isfinite(loss):
             raise DCGDError(
@@ -228,27 +245,33 @@ class DCGDModule(L.LightningModule):
 
     # ----------------------------------------------------------------- sampling
     def sampler(self, use_ema: bool = True, name: str | None = None) -> DCGDSampler:
+        """The bare eq. 6 sampler (every setting passed per call); see also :meth:`pipeline`."""
         unet = self.ema.model if (use_ema and self.ema is not None) else self.unet
         scheduler = sampling_scheduler(name or self.hparams.sampler, self.noise_scheduler)
         return DCGDSampler(unet, self.space, self.text, scheduler, self.hparams.layout)
 
+    def pipeline(self, use_ema: bool = True) -> DCGDPipeline:
+        """The sampling pipeline of this module (shares its weights; EMA U-Net by default)."""
+        hp = self.hparams
+        unet = self.ema.model if (use_ema and self.ema is not None) else self.unet
+        resolution = self.resolution or unet.config.sample_size * self.space.downsample
+        settings = PipelineSettings(
+            layout=hp.layout,
+            latent_space="pixel" if isinstance(self.space, PixelSpace) else "vae",
+            resolution=int(resolution),
+            prompt_mode=hp.prompt_mode,
+            w=hp.w,
+            sampler=hp.sampler,
+            steps=hp.val_steps,
+            seed=hp.seed,
+        )
+        return DCGDPipeline(unet, self.space, self.text, self.noise_scheduler, settings)
+
     def sample(self, batch: dict[str, Any], **overrides: Any) -> torch.Tensor:
         """Remove the masked objects of a batch with eq. 6; settings default to the config."""
-        hp = self.hparams
-        kwargs = {
-            "prompt_mode": hp.prompt_mode,
-            "w": hp.w,
-            "steps": hp.val_steps,
-            "seed": hp.seed,
-        }
-        kwargs.update(overrides)
-        return self.sampler()(
-            batch["source"],
-            batch["mask"],
-            batch["t_info"],
-            batch["t_mask"],
-            ids=batch.get("id"),
-            **kwargs,
+        t_info, t_mask = self._descriptions(batch)
+        return self.pipeline()(
+            batch["source"], batch["mask"], t_info, t_mask, ids=batch.get("id"), **overrides
         )
 
     # ----------------------------------------------------------------- validation
@@ -284,9 +307,12 @@ class DCGDModule(L.LightningModule):
         groups = [{"params": list(self.unet.parameters()), "lr": hp.lr}]
         if hp.text_lr is not None:
             groups.append({"params": list(self.text.parameters()), "lr": hp.text_lr})
+        if hp.weight_decay == 0:
+            return torch.optim.Adam(groups, lr=hp.lr)
         return torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dcgd"] = {"resolution": self.resolution}
         # Global RNG states, so that a resumed run draws the same noise as an uninterrupted one.
         checkpoint["dcgd_rng"] = {
             "torch": torch.get_rng_state(),
@@ -294,8 +320,24 @@ class DCGDModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resolution = checkpoint.get("dcgd", {}).get("resolution")
         rng = checkpoint.get("dcgd_rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint: dict[str, Any]) -> DCGDModule:
+        """Rebuild from a loaded checkpoint for inference (global RNG left alone)."""
+        # LightningCLI adds private keys (``_instantiator``, ``_class_path``) to the hparams.
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+        try:
+            module = cls(**hparams)
+        except TypeError as err:
+            raise ModelLoadError(
+                f"the checkpoint's settings do not fit this version of DCGDModule: {err}"
+            ) from None
+        module.load_state_dict(checkpoint["state_dict"])
+        module.resolution = checkpoint.get("dcgd", {}).get("resolution")
+        return module.eval()

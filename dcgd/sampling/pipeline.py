@@ -1,0 +1,227 @@
+"""``DCGDPipeline``: a trained DCGD model ready to remove objects, without Lightning.
+
+Loaded from a Lightning checkpoint (``.ckpt``, EMA weights by default) or from the directory
+``python -m dcgd export`` writes, a diffusers-style layout::
+
+    unet/ vae/ (VAE latent space only) text_encoder/ tokenizer/ scheduler/ dcgd_pipeline.json
+
+``dcgd_pipeline.json`` holds what the weights alone do not say: the eq. 5 input layout, the
+latent space, the working resolution and the sampling defaults (prompt mode, ``w``, sampler,
+steps, seed).
+
+    >>> from dcgd.sampling.pipeline import load_pipeline
+    >>> pipe = load_pipeline("exported/")            # or "runs/x/checkpoints/last.ckpt"
+    >>> result = pipe(source, mask, t_info=["a street"], t_mask=["a car"])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from dcgd.errors import ConfigError, ModelLoadError
+from dcgd.models.guidance import PROMPT_MODES
+from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
+from dcgd.models.layouts import LAYOUTS
+from dcgd.models.schedulers import sampling_scheduler
+from dcgd.models.unet import load_unet
+from dcgd.sampling.sampler import DCGDSampler
+from dcgd.text.conditioner import TextConditioner
+
+SETTINGS_FILE = "dcgd_pipeline.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PipelineSettings:
+    """What a pipeline needs besides its weights; the defaults of every call."""
+
+    layout: str
+    latent_space: str  # "vae" or "pixel"
+    resolution: int  # side of the square the model was trained on
+    prompt_mode: str = "dual"
+    w: float = 1.5
+    sampler: str = "ddim"
+    steps: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.prompt_mode not in PROMPT_MODES:
+            raise ConfigError(
+                f"prompt mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}"
+            )
+        if self.latent_space not in ("vae", "pixel"):
+            raise ConfigError(f"latent_space must be 'vae' or 'pixel', got {self.latent_space!r}")
+
+
+class DCGDPipeline:
+    """U-Net + latent space + text encoder + noise schedule + settings."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        space: LatentSpace,
+        text: TextConditioner,
+        train_schedule: SchedulerMixin,
+        settings: PipelineSettings,
+    ) -> None:
+        self.unet = unet
+        self.space = space
+        self.text = text
+        self.train_schedule = train_schedule
+        self.settings = settings
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: VAE downsampling x U-Net downsampling."""
+        levels = len(self.unet.config.block_out_channels)
+        return self.space.downsample * 2 ** (levels - 1)
+
+    def to(self, device: str | torch.device) -> DCGDPipeline:
+        for part in (self.unet, self.space, self.text):
+            part.to(device)
+        return self
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        source: torch.Tensor,
+        mask: torch.Tensor,
+        t_info: Sequence[str] | None = None,
+        t_mask: Sequence[str] | None = None,
+        *,
+        prompt_mode: str | None = None,
+        w: float | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        sampler: str | None = None,
+        ids: Sequence[str] | None = None,
+        paste_back: bool = True,
+    ) -> torch.Tensor:
+        """Fill ``mask`` ``[B,1,H,W]`` in ``source`` ``[B,3,H,W]`` ([-1,1]) with eq. 6.
+
+        Settings left ``None`` take the pipeline's defaults; missing descriptions are "".
+        Deterministic for a seed and a sample id (``ids``, default ``"0", "1", ...``).
+        """
+        s = self.settings
+        batch = source.shape[0]
+        t_info = list(t_info) if t_info is not None else [""] * batch
+        t_mask = list(t_mask) if t_mask is not None else [""] * batch
+        if len(t_info) != batch or len(t_mask) != batch:
+            raise ConfigError(
+                f"give one description per image: {batch} images, {len(t_info)} t_info, "
+                f"{len(t_mask)} t_mask"
+            )
+        scheduler = sampling_scheduler(sampler or s.sampler, self.train_schedule)
+        engine = DCGDSampler(self.unet, self.space, self.text, scheduler, s.layout)
+        device = self.device
+        return engine(
+            source.to(device, torch.float32),
+            mask.to(device, torch.float32),
+            t_info,
+            t_mask,
+            prompt_mode=prompt_mode or s.prompt_mode,
+            w=s.w if w is None else w,
+            steps=steps or s.steps,
+            seed=s.seed if seed is None else seed,
+            ids=ids,
+            paste_back=paste_back,
+        )
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the diffusers-style directory described in the module docstring."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(directory / "unet")
+        if isinstance(self.space, VAESpace):
+            self.space.vae.save_pretrained(directory / "vae")
+        self.text.save_pretrained(directory)
+        self.train_schedule.save_pretrained(directory / "scheduler")
+        settings = {"format_version": FORMAT_VERSION, **asdict(self.settings)}
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> DCGDPipeline:
+        """Load a directory written by :meth:`save_pretrained` (``python -m dcgd export``)."""
+        directory = Path(directory)
+        settings_path = directory / SETTINGS_FILE
+        if not settings_path.is_file():
+            raise ModelLoadError(
+                f"{directory} is not an exported dcgd model ({SETTINGS_FILE} is missing); "
+                "write one with: python -m dcgd export --checkpoint <.ckpt> --out <dir>"
+            )
+        raw = json.loads(settings_path.read_text())
+        if raw.pop("format_version", None) != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{settings_path} has format version {raw.get('format_version')!r}; this dcgd "
+                f"reads version {FORMAT_VERSION}. Export the model again with this version."
+            )
+        known = {f.name for f in fields(PipelineSettings)}
+        settings = PipelineSettings(**{k: v for k, v in raw.items() if k in known})
+        space: LatentSpace
+        if settings.latent_space == "vae":
+            space = VAESpace.from_pretrained(str(directory), subfolder="vae")
+        else:
+            space = PixelSpace()
+        try:
+            schedule = DDPMScheduler.from_pretrained(str(directory), subfolder="scheduler")
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"no scheduler/ under {directory}: {err}") from None
+        unet, text = load_unet(str(directory)), TextConditioner.from_pretrained(str(directory))
+        return cls(unet.eval(), space.eval(), text.eval(), schedule, settings)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, use_ema: bool = True) -> DCGDPipeline:
+        """Load a ``DCGDModule`` Lightning checkpoint; the EMA U-Net when it has one."""
+        from dcgd.training.module import DCGDModule
+
+        checkpoint = read_checkpoint(path)
+        module = DCGDModule.from_checkpoint_dict(checkpoint)
+        return module.pipeline(use_ema=use_ema)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint of a ``DCGDModule``, loaded on the CPU, or a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"checkpoint {path} does not exist; give a .ckpt written by 'python -m dcgd fit' "
+            "(e.g. runs/<name>/checkpoints/last.ckpt) or a directory written by 'dcgd export'"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint"
+        raise ModelLoadError(f"cannot read checkpoint {path}: {err}") from None
+    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    if not any(key.startswith("unet.") for key in state):
+        raise ModelLoadError(
+            f"{path} is not a checkpoint of the DCGD U-Net (DCGDModule): it holds no 'unet.' "
+            "weights. A text-encoder checkpoint is loaded through the U-Net config's "
+            "text_encoder option instead."
+        )
+    return checkpoint
+
+
+def load_pipeline(path: str | Path, use_ema: bool = True) -> DCGDPipeline:
+    """A pipeline from a ``.ckpt`` file or an exported directory."""
+    path = Path(path)
+    if path.is_dir():
+        return DCGDPipeline.from_pretrained(path)
+    return DCGDPipeline.from_checkpoint(path, use_ema=use_ema)
