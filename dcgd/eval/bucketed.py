@@ -29,13 +29,15 @@ ALL = "all"
 class BucketedMetrics(Metric):
     """Accumulates per-image scores into per-bucket sums and counts.
 
-    ``update(scores, bucket, ids=None, ratios=None)``: ``scores`` maps each metric name to a
-    ``[B]`` tensor; ``bucket`` is ``[B]`` long (index into ``buckets``, ``OUTSIDE`` = -1).
+    ``update(scores, bucket, ids=None, ratios=None, extra=None)``: ``scores`` maps each metric
+    name to a ``[B]`` tensor; ``bucket`` is ``[B]`` long (index into ``buckets``, ``OUTSIDE`` =
+    -1); ``extra`` adds columns to the per-image rows (e.g. ``{"kind": [...]}``).
     Images outside every bucket are counted (``n_outside``) but not scored. A NaN score
     (a metric undefined for that image) is skipped for that metric only.
 
     ``compute()`` -> ``{metric: {bucket_name: mean, ..., "all": mean}}``, NaN for an empty
-    bucket; ``counts()`` -> ``{bucket_name: n, ..., "all": n, "outside": n}``.
+    bucket; ``counts_per_bucket()`` -> ``{bucket_name: n, ..., "all": n, "outside": n}``;
+    ``counts_per_metric()`` -> ``{metric: {bucket_name: n, ..., "all": n}}``.
     """
 
     full_state_update = False
@@ -72,6 +74,7 @@ class BucketedMetrics(Metric):
         bucket: torch.Tensor,
         ids: Sequence[str] | None = None,
         ratios: torch.Tensor | Sequence[float] | None = None,
+        extra: Mapping[str, Sequence] | None = None,
     ) -> None:
         unknown = set(scores) - set(self.metric_names)
         if unknown:
@@ -100,6 +103,10 @@ class BucketedMetrics(Metric):
             self.counts[i] += torch.bincount(bucket[keep], minlength=len(self.buckets))
         ids = list(ids) if ids is not None else [None] * n
         ratios = [float(r) for r in ratios] if ratios is not None else [math.nan] * n
+        extra = {k: list(v) for k, v in (extra or {}).items()}
+        for key, column in extra.items():
+            if len(column) != n:
+                raise ValueError(f"extra column {key!r}: {len(column)} values for {n} images")
         names = self.bucket_names
         values = {m: scores[m].detach().flatten().tolist() for m in scores}  # one device sync
         for j, b in enumerate(bucket.tolist()):
@@ -107,6 +114,7 @@ class BucketedMetrics(Metric):
                 "id": ids[j],
                 "bucket": names[b] if b != OUTSIDE else "outside",
                 "ratio": ratios[j],
+                **{key: column[j] for key, column in extra.items()},
             }
             for name in self.metric_names:
                 row[name] = float(values[name][j]) if name in values else math.nan
@@ -124,10 +132,26 @@ class BucketedMetrics(Metric):
             means[name] = per
         return means
 
+    def counts_per_metric(self) -> dict[str, dict[str, int]]:
+        """Images with a defined score, per metric and bucket (removal scores skip holes).
+        Summed over ranks under DDP (a collective: call it on every rank)."""
+        with self.sync_context():
+            counts = self.counts.tolist()
+        out = {}
+        for name, row in zip(self.metric_names, counts, strict=True):
+            per = dict(zip(self.bucket_names, row, strict=True))
+            per[ALL] = sum(row)
+            out[name] = per
+        return out
+
     def counts_per_bucket(self) -> dict[str, int]:
-        out = {b: int(c) for b, c in zip(self.bucket_names, self.images.tolist(), strict=True)}
-        out[ALL] = int(self.images.sum())
-        out["outside"] = int(self.n_outside)
+        """Images per bucket, ``all`` and ``outside``; summed over ranks under DDP (a
+        collective: call it on every rank)."""
+        with self.sync_context():
+            images, outside = self.images.tolist(), int(self.n_outside)
+        out = dict(zip(self.bucket_names, images, strict=True))
+        out[ALL] = sum(images)
+        out["outside"] = outside
         return out
 
     def reset(self) -> None:

@@ -8,6 +8,9 @@ for batch, pred in ...:
                      kinds=batch["kind"])
 means = evaluator.compute()      # {metric: {bucket: mean, "all": mean}}, DDP-reduced
 rows = evaluator.gather_rows()   # per-image rows of every rank, for the CSV artifact
+
+Several methods on the same images (a Table-1 with one column per method): score each with
+``evaluator.score(...)`` and keep one ``evaluator.accumulator()`` per method.
 """
 
 from __future__ import annotations
@@ -60,10 +63,15 @@ class Evaluator:
         self.bucketed = BucketedMetrics(self.names, self.buckets)
 
     def to(self, device: torch.device | str) -> Evaluator:
-        for scorer in self.lpips.values():
-            scorer.to(device)
+        for scorer in [*self.lpips.values(), *self.removal]:
+            if callable(getattr(scorer, "to", None)):
+                scorer.to(device)
         self.bucketed.to(device)
         return self
+
+    def accumulator(self) -> BucketedMetrics:
+        """A fresh per-bucket accumulator for this evaluator's metrics (one per method)."""
+        return BucketedMetrics(self.names, self.buckets).to(self.bucketed.device)
 
     @torch.no_grad()
     def score(
@@ -119,7 +127,8 @@ class Evaluator:
             bucket = mask_bucket(mask, self.buckets)
         if ratios is None:
             ratios = (mask > 0.5).flatten(1).float().mean(dim=1)
-        self.bucketed.update(scores, bucket, ids=ids, ratios=ratios)
+        extra = {"kind": list(kinds)} if kinds is not None else None
+        self.bucketed.update(scores, bucket, ids=ids, ratios=ratios, extra=extra)
         return scores
 
     def compute(self) -> dict[str, dict[str, float]]:
@@ -127,6 +136,9 @@ class Evaluator:
 
     def counts(self) -> dict[str, int]:
         return self.bucketed.counts_per_bucket()
+
+    def counts_per_metric(self) -> dict[str, dict[str, int]]:
+        return self.bucketed.counts_per_metric()
 
     def gather_rows(self) -> list[dict]:
         return self.bucketed.gather_rows()
@@ -138,8 +150,9 @@ class Evaluator:
         """The protocol of the metrics actually reported, plus what was left out and why."""
         out = {k: v for k, v in PROTOCOL.items() if k != "lpips" or self.lpips}
         for scorer in self.removal:
+            text = getattr(scorer, "protocol", None) or (scorer.__doc__ or "").strip()
             for name in scorer.names:
-                out[name] = (scorer.__doc__ or "").strip().splitlines()[0]
+                out[name] = text.splitlines()[0] if text else type(scorer).__name__
         for name in self.requested_lpips:
             if name not in self.lpips:
                 out[f"{name} (left out)"] = LEFT_OUT.get(name, "pretrained weights unavailable")

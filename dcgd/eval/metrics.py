@@ -74,11 +74,12 @@ def warn_unavailable(metric: str, reason: str) -> None:
     LEFT_OUT[metric] = reason
 
 
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric name; removal scores ``clip@N`` are success rates (higher)."""
+def higher_is_better(metric: str) -> bool | None:
+    """Direction of a metric name (None when unknown: tables then mark no best value).
+    Removal scores ``clip@N`` are success rates (higher is better)."""
     if metric.startswith("clip@"):
         return True
-    return HIGHER_IS_BETTER[metric]
+    return HIGHER_IS_BETTER.get(metric)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -111,10 +112,18 @@ def composite(pred: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB (``[B]``) on ``[0,1]`` with data range 1; inf for identical images."""
-    return peak_signal_noise_ratio(
-        to_unit(pred), to_unit(target), data_range=1.0, dim=(1, 2, 3), reduction="none"
+    """Per-image PSNR in dB (``[B]``) on ``[0,1]`` with data range 1; inf for identical images.
+
+    ``dim=(1,2,3)``: torchmetrics' default pools the MSE over the whole batch. float64 so the
+    value does not depend on the image size (float32 sums lose digits on 512x512x3)."""
+    out = peak_signal_noise_ratio(
+        to_unit(pred.double()),
+        to_unit(target.double()),
+        data_range=1.0,
+        dim=(1, 2, 3),
+        reduction="none",
     )
+    return out.to(pred.dtype)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -122,9 +131,15 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # float64: the 1e-4 agreement with scikit-image holds on any image size. torchmetrics
     # averages the reflect-padded border too; like scikit-image (and Wang et al.'s 'valid'
     # filtering) we average only where the 11x11 window lies inside the image.
+    pad = SSIM_WINDOW // 2
+    if min(pred.shape[-2:]) <= 2 * pad:
+        raise DataError(
+            f"SSIM needs images larger than {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got "
+            f"{tuple(pred.shape[-2:])}"
+        )
     _, full = structural_similarity_index_measure(
-        to_unit(pred).double(),
-        to_unit(target).double(),
+        to_unit(pred.double()),
+        to_unit(target.double()),
         gaussian_kernel=True,
         sigma=1.5,
         kernel_size=11,
@@ -132,17 +147,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         reduction="none",
         return_full_image=True,
     )
-    pad = SSIM_WINDOW // 2
-    if min(full.shape[-2:]) <= 2 * pad:
-        raise DataError(
-            f"SSIM needs images larger than {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(full.shape[-2:])}"
-        )
     return full[..., pad:-pad, pad:-pad].flatten(1).mean(dim=1).to(pred.dtype)
 
 
 def mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image mean absolute error (``[B]``) on ``[0,1]``."""
-    return (to_unit(pred) - to_unit(target)).abs().flatten(1).mean(dim=1)
+    diff = to_unit(pred.double()) - to_unit(target.double())
+    return diff.abs().flatten(1).mean(dim=1).to(pred.dtype)
 
 
 # ----------------------------------------------------------------------------------- LPIPS

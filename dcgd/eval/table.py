@@ -3,6 +3,9 @@
 ``results`` is ``{method: {metric: {bucket: mean, ..., "all": mean}}}`` (what
 ``BucketedMetrics.compute()`` returns, one per method). Arrows give the better direction and
 the best value of each row is marked (bold in markdown, named in the CSV's ``best`` column).
+``counts`` adds an ``n`` column: either images per bucket (``{bucket: n}``) or images with a
+defined score per metric and bucket (``{metric: {bucket: n}}``, right for removal scores,
+which skip hole pairs).
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ from collections.abc import Mapping, Sequence
 from dcgd.eval.metrics import higher_is_better
 
 Results = Mapping[str, Mapping[str, Mapping[str, float]]]
+Counts = Mapping[str, int] | Mapping[str, Mapping[str, int]]
+
+
+def _count(counts: Counts, metric: str, bucket: str) -> int | str:
+    per = counts.get(metric) if isinstance(counts.get(metric), Mapping) else counts
+    return per.get(bucket, "")
 
 
 def _fmt(metric: str, value: float) -> str:
@@ -43,37 +52,48 @@ def _rows(results: Results) -> list[tuple[str, str, list[float], set[int]]]:
             finite = [v for v in values if not math.isnan(v)]
             if not finite:
                 continue
-            best = max(finite) if higher_is_better(metric) else min(finite)
-            rows.append((metric, bucket, values, {i for i, v in enumerate(values) if v == best}))
+            direction = higher_is_better(metric)
+            if direction is None:  # unknown metric: no best
+                best_idx: set[int] = set()
+            else:
+                best = max(finite) if direction else min(finite)
+                best_idx = {i for i, v in enumerate(values) if v == best}
+            rows.append((metric, bucket, values, best_idx))
     return rows
 
 
 def _label(metric: str) -> str:
-    return f"{metric} {'↑' if higher_is_better(metric) else '↓'}"
+    direction = higher_is_better(metric)
+    return metric if direction is None else f"{metric} {'↑' if direction else '↓'}"
 
 
-def to_markdown(results: Results, counts: Mapping[str, int] | None = None) -> str:
-    """A markdown table; ``counts`` (images per bucket) adds an ``n`` column."""
+def _direction(metric: str) -> str:
+    direction = higher_is_better(metric)
+    return "" if direction is None else ("higher" if direction else "lower")
+
+
+def to_markdown(results: Results, counts: Counts | None = None) -> str:
+    """A markdown table; ``counts`` adds an ``n`` column (see the module docstring)."""
     methods = list(results)
     header = ["metric", "bucket", *(["n"] if counts else []), *methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric, bucket, values, best in _rows(results):
         cells = [_fmt(metric, v) for v in values]
         cells = [f"**{c}**" if i in best and len(methods) > 1 else c for i, c in enumerate(cells)]
-        n = [str(counts.get(bucket, ""))] if counts else []
+        n = [str(_count(counts, metric, bucket))] if counts else []
         lines.append("| " + " | ".join([_label(metric), bucket, *n, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_csv(results: Results, counts: Mapping[str, int] | None = None) -> str:
+def to_csv(results: Results, counts: Counts | None = None) -> str:
     """The same table as CSV: metric, direction, bucket, [n], one column per method, best."""
     methods = list(results)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["metric", "direction", "bucket", *(["n"] if counts else []), *methods, "best"])
     for metric, bucket, values, best in _rows(results):
-        direction = "higher" if higher_is_better(metric) else "lower"
-        n = [counts.get(bucket, "")] if counts else []
+        direction = _direction(metric)
+        n = [_count(counts, metric, bucket)] if counts else []
         cells = ["" if math.isnan(v) else repr(v) for v in values]
         writer.writerow(
             [metric, direction, bucket, *n, *cells, ";".join(methods[i] for i in sorted(best))]
@@ -90,8 +110,9 @@ def rows_to_csv(rows: Sequence[Mapping]) -> str:
     """Per-image rows (``BucketedMetrics.gather_rows()``) as CSV, for the artifact."""
     if not rows:
         return ""
+    fields = list(dict.fromkeys(key for row in rows for key in row))  # union, in first-seen order
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=fields, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
