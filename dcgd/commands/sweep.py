@@ -1,0 +1,77 @@
+"""``python -m dcgd sweep --config sweeps/<x>.yaml``: run, join or resume an Optuna sweep.
+
+Start the same command on as many processes / machines as you like: with a shared
+``--storage`` (PostgreSQL for a cluster) they work on one study, and together run the spec's
+``n_trials`` trials. Re-running a finished sweep runs nothing; a larger ``--n-trials`` runs
+only the difference. See ``dcgd.sweeps`` for the spec format and ``sweeps/`` for examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dcgd.errors import ConfigError
+
+HELP = "run or join an Optuna sweep (w / prompt-mode ablation of a checkpoint, or training)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="sweep spec (YAML)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="inference sweeps: the .ckpt to sample (or in the spec)"
+    )
+    parser.add_argument(
+        "--storage",
+        help="Optuna storage URL (default sqlite:///sweeps/optuna.db); "
+        "postgresql://user:pass@host:5432/db to share one study across machines",
+    )
+    parser.add_argument(
+        "--n-trials", type=int, help="total trials of the study (overrides the spec's n_trials)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the spec's, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)",
+    )
+
+
+def build_trials(spec, checkpoint: Path | None):
+    """The trial kind of a spec (imports only what that kind needs)."""
+    if checkpoint is not None and spec.kind != "inference":
+        raise ConfigError(f"--checkpoint applies to inference sweeps; this one is {spec.kind}")
+    if spec.kind == "inference":
+        from dcgd.sweeps.inference import InferenceTrials
+
+        return InferenceTrials(spec, checkpoint)
+    if spec.kind == "training":
+        from dcgd.sweeps.training import TrainingTrials
+
+        return TrainingTrials(spec)
+    from dcgd.sweeps.function import FunctionTrials
+
+    return FunctionTrials(spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from dcgd.sweeps.runner import run_sweep
+    from dcgd.sweeps.spec import load_spec
+
+    spec = load_spec(args.config).with_overrides(n_trials=args.n_trials, storage=args.storage)
+    if args.tracking_uri:
+        spec = replace(spec, tracking_uri=args.tracking_uri)
+    report = run_sweep(spec, build_trials(spec, args.checkpoint))
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.states.items()))
+    print(f"\ndcgd sweep: study {report.study!r} in {report.storage}: {states or 'no trials'}")
+    print(f"  this worker ran {len(report.ran)} trial(s)")
+    if report.best_number is not None:
+        print(
+            f"  best trial {report.best_number}: objective {report.best_value:.6g} "
+            f"with {report.best_params}"
+        )
+    print(
+        f"  compare with: python -m dcgd compare --experiment {report.experiment} "
+        f"--parent {report.parent_run_id}"
+    )
+    return 0
