@@ -175,6 +175,7 @@ def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
                 "dcgd.direction": spec.objective.direction,
                 "optuna.storage": display_url(url),
                 "dcgd.n_trials": str(spec.n_trials),
+                "dcgd.params": ",".join(spec.param_names),
             },
             params={
                 "sampler": spec.sampler["name"],

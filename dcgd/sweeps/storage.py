@@ -31,7 +31,12 @@ DEFAULT_STORAGE = "sqlite:///sweeps/optuna.db"
 
 # Heartbeats, stale-trial failing and retries are "experimental" in Optuna and warn that they
 # are meant for Study.optimize; the runner uses them deliberately with ask/tell.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings(
+    "ignore",
+    message=r".*(fail_stale_trials|RetryHeartbeatStaleTrialCallback|heartbeat_interval|grace_period)"
+    r"\b.* is (an )?experimental",
+    category=optuna.exceptions.ExperimentalWarning,
+)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 SQLITE_TIMEOUT_S = 60  # sqlite waits this long for another worker's write instead of failing
 

@@ -77,6 +77,7 @@ class StudyTracker:
                 self._log(self.parent_run_id, params=params)
             else:
                 self.client.update_run(self.parent_run_id, status="RUNNING")
+                self._log(self.parent_run_id, tags=tags)  # e.g. a larger n_trials
         except TrackingError:
             raise
         except Exception as err:
