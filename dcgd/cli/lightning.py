@@ -9,6 +9,7 @@ to MLflow, and a summary of where everything went.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from dcgd.errors import ConfigError
-from dcgd.tracking.mlflow import MLflowLogger, SaveConfigToMLflow
+from dcgd.data.datamodule import SkippedFilesReport
+from dcgd.errors import ConfigError, DCGDError
+from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
 
 
@@ -73,11 +75,50 @@ def build_cli(args: list[str] | None = None) -> DCGDCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfigToMLflow,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RunSummary()]},
+        trainer_defaults={"callbacks": [RunSummary(), RememberMLflowRun(), SkippedFilesReport()]},
         args=args,
         parser_kwargs={"exit_on_error": False},
         auto_configure_optimizers=False,
     )
+
+
+def _user_error(err: BaseException) -> DCGDError | None:
+    """The DCGDError behind ``err``: jsonargparse wraps errors raised while instantiating."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DCGDError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+# jsonargparse's messages for a class given by class_path, reduced to what the user typed.
+_NOT_ACCEPTED = re.compile(
+    r'Parser key "(?P<group>[\w.]+)".*?class_path \'(?P<cls>[\w.]+)\': '
+    r"Option '(?P<key>[\w.]+)' is not accepted"
+)
+_BAD_VALUE = re.compile(
+    r'Parser key "(?P<group>[\w.]+)".*?class_path \'(?P<cls>[\w.]+)\': '
+    r'Parser key "(?P<key>[\w.]+)": (?P<why>.*?) - Expected a <class \'NoneType\'>'
+)
+
+
+def config_error_message(message: str, command: str) -> str:
+    """One readable line for a jsonargparse error."""
+    message = " ".join(message.split())
+    hint = f"(see: python -m dcgd {command} --help, or --print_config for the resolved config)"
+    if match := _NOT_ACCEPTED.search(message):
+        cls = match["cls"].rsplit(".", 1)[1]
+        return (
+            f"unknown config key {match['group']}.init_args.{match['key']}: {cls} has no "
+            f"argument {match['key']!r} {hint}"
+        )
+    if match := re.search(r'Parser key "config": File does not exist: (.*)', message):
+        return f"config file {match[1]} does not exist; give the path of a YAML config {hint}"
+    if match := _BAD_VALUE.search(message):
+        return f"bad value for {match['group']}.init_args.{match['key']}: {match['why']} {hint}"
+    return f"{message} {hint}"
 
 
 def run_lightning(command: str, argv: list[str]) -> int:
@@ -87,11 +128,15 @@ def run_lightning(command: str, argv: list[str]) -> int:
     sys.argv = ["python -m dcgd", command, *argv]  # LightningCLI reads argv; keeps --help's prog
     try:
         build_cli()
-    except ArgumentError as err:
-        message = " ".join(str(err).split())
-        raise ConfigError(f"{message} (see: python -m dcgd {command} --help)") from None
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    except Exception as err:
+        user = _user_error(err)
+        if user is not None:
+            raise user from None
+        if isinstance(err, ArgumentError):
+            raise ConfigError(config_error_message(str(err), command)) from None
+        raise
     finally:
         sys.argv = saved
     return 0

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -121,3 +122,14 @@ class SaveConfigToMLflow(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
+
+
+class RememberMLflowRun(Callback):
+    """Stores the MLflow run id in every checkpoint, so ``--ckpt_path`` resumes log to the
+    same run (read back by the CLI before the logger is built)."""
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                checkpoint["mlflow_run_id"] = logger.run_id
+                return
