@@ -125,7 +125,7 @@ class InpaintingDataset(Dataset):
         if pair.kind == "hole":
             # s = y∘(1−o) in [-1,1]: the hole is 0 (mid-grey, as Stable Diffusion's masked
             # image), so the object channel s∘o of a hole pair is exactly zero (DESIGN.md §2).
-            source = source.masked_fill(mask.bool(), 0.0)
+            source.numpy()[:, pair.mask > 0] = 0.0
         return {
             "source": source,
             "target": to_tensor(pair.target),

@@ -202,12 +202,18 @@ def random_crop(
     return np.ascontiguousarray(crop)
 
 
+# Conversions run in numpy: a few hundred thousand elements per sample is far too little work
+# for torch's intra-op threads, whose start-up dominates (and balloons on a busy machine).
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``uint8`` ``[H,W,3]`` -> float ``[3,H,W]`` in [-1, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    return tensor.div_(127.5).sub_(1.0)
+    array = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    array /= np.float32(127.5)
+    array -= np.float32(1.0)
+    return torch.from_numpy(array)
 
 
 def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
     """0/1 ``uint8`` ``[H,W]`` -> float ``[1,H,W]``."""
-    return torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(mask[None], dtype=np.float32))

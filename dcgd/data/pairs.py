@@ -58,16 +58,24 @@ def paste_object(
     # Clip the cut-out to the image (a paste may hang over the border).
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + cw, w), min(y + ch, h)
     patch = cutout[y0 - y : y1 - y, x0 - x : x1 - x]
-    alpha = np.zeros((h, w), np.float32)
-    alpha[y0:y1, x0:x1] = patch[..., 3].astype(np.float32) / 255.0
-    colour = np.zeros((h, w, 3), np.float32)
-    colour[y0:y1, x0:x1] = patch[..., :3]
-    mask = postprocess((alpha > 0).astype(np.uint8), dilation=dilation)
-    blended = target.astype(np.float32) * (1 - alpha[..., None]) + colour * alpha[..., None]
-    # Inside the mask: the object on neutral grey, not on the target.
-    on_grey = 127.5 * (1 - alpha[..., None]) + colour * alpha[..., None]
-    source = np.where(mask[..., None] > 0, on_grey, blended)
-    return np.clip(np.rint(source), 0, 255).astype(np.uint8), mask
+    # Work in the cut-out's box grown by the dilation: nothing outside it changes, and whole-
+    # image float arrays would cost more than the rest of the sample at 512 px.
+    bx0, by0 = max(x0 - dilation, 0), max(y0 - dilation, 0)
+    bx1, by1 = min(x1 + dilation, w), min(y1 + dilation, h)
+    alpha = np.zeros((by1 - by0, bx1 - bx0, 1), np.float32)
+    alpha[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0, 0] = patch[..., 3] / np.float32(255.0)
+    colour = np.zeros((by1 - by0, bx1 - bx0, 3), np.float32)
+    colour[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] = patch[..., :3]
+    box_mask = postprocess((alpha[..., 0] > 0).astype(np.uint8), dilation=dilation)
+    # Inside the mask: the object on neutral grey, not on the target. Outside it alpha is 0,
+    # so the source is the target there.
+    on_grey = np.clip(np.rint(127.5 * (1 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
+    source = target.copy()
+    region = source[by0:by1, bx0:bx1]
+    region[box_mask > 0] = on_grey[box_mask > 0]
+    mask = np.zeros((h, w), np.uint8)
+    mask[by0:by1, bx0:bx1] = box_mask
+    return source, mask
 
 
 def paste_pair(

@@ -65,7 +65,6 @@ def test_eval_samples_cycle_through_the_buckets():
     assert [int(dataset[i]["bucket"]) for i in range(len(dataset))] == [0, 1, 2, 3] * 3
 
 
-@pytest.mark.slow
 def test_batches_are_identical_across_runs_and_worker_counts():
     # Eval sets are a pure function of the seed; training batches too, given the epoch.
     runs = []
@@ -202,7 +201,6 @@ def trainer(tmp_path, **kwargs) -> L.Trainer:
     return L.Trainer(**{**settings, **kwargs})
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["max_epochs", "max_steps"])
 def test_a_resumed_run_sees_exactly_the_samples_of_an_uninterrupted_one(tmp_path, stop):
     # 16 samples, batches of 4: 4 steps an epoch. Checkpoints after steps 2 (mid-epoch),
@@ -231,7 +229,6 @@ def test_a_resumed_run_sees_exactly_the_samples_of_an_uninterrupted_one(tmp_path
         assert resumed.seen == full.seen[done * 4 :], checkpoint.name
 
 
-@pytest.mark.slow
 def test_training_skips_and_reports_a_corrupt_file(tmp_path, capfd):
     for i in range(8):
         write_image(tmp_path / "images" / f"{i}.png", random_image(i, 32, 32))
