@@ -239,7 +239,11 @@ class DCGDModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["source"].shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: callbacks (ModelCheckpoint) run that hook BEFORE the
+        # module's, so a checkpoint would hold weights one EMA update ahead of their average.
+        # Once per optimizer step also keeps gradient accumulation right.
         if self.ema is not None:
             self.ema.update(self.unet)
 
