@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from dcgd.errors import ConfigError
 from dcgd.models.latent_space import VAESpace
 from dcgd.training.ema import EMA
-from tests.training.conftest import make_batch, tiny_module
+from tests.training.tiny import make_batch, tiny_module
 
 
 def _draws(seed: int, shape: tuple[int, ...], batch: int):

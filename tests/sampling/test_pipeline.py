@@ -1,0 +1,76 @@
+"""``DCGDPipeline``: saved and loaded without Lightning, the same results; clear load errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dcgd.errors import ConfigError, ModelLoadError
+from dcgd.models.latent_space import tiny_vae_config
+from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline, load_pipeline, read_checkpoint
+from tests.training.tiny import make_batch, tiny_module
+
+
+@pytest.mark.parametrize("space", ["pixel", "vae"])
+def test_save_and_load_give_the_same_result(space, tmp_path):
+    extra = {"latent_space": "vae", "vae_config": tiny_vae_config()} if space == "vae" else {}
+    module = tiny_module(ema_decay=0.9, **extra).eval()
+    with torch.no_grad():  # make the EMA differ from the live weights
+        for p in module.ema.model.parameters():
+            p.add_(0.01)
+    pipe = module.pipeline()
+    batch = make_batch()
+    want = pipe(batch["source"], batch["mask"], batch["t_info"], batch["t_mask"], ids=batch["id"])
+
+    pipe.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"unet", "text_encoder", "tokenizer"}
+    assert (tmp_path / "vae").is_dir() == (space == "vae")
+    loaded = load_pipeline(tmp_path)
+    assert loaded.settings == pipe.settings
+    got = loaded(batch["source"], batch["mask"], batch["t_info"], batch["t_mask"], ids=batch["id"])
+    assert torch.equal(got, want)
+    live = module.pipeline(use_ema=False)
+    not_ema = live(
+        batch["source"], batch["mask"], batch["t_info"], batch["t_mask"], ids=batch["id"]
+    )
+    assert not torch.allclose(not_ema, want)  # the EMA weights were the ones exported
+
+
+def test_settings_say_what_the_weights_do_not(tmp_path):
+    module = tiny_module(layout="inpaint", prompt_mode="negative", w=3.0, sampler="euler")
+    module.resolution = 48
+    module.pipeline().save_pretrained(tmp_path)
+    settings = json.loads((tmp_path / SETTINGS_FILE).read_text())
+    assert settings == {
+        "format_version": 1,
+        "layout": "inpaint",
+        "latent_space": "pixel",
+        "resolution": 48,
+        "prompt_mode": "negative",
+        "w": 3.0,
+        "sampler": "euler",
+        "steps": 2,
+        "seed": 0,
+    }
+
+
+def test_descriptions_must_match_the_batch():
+    pipe = tiny_module().pipeline()
+    batch = make_batch()
+    with pytest.raises(ConfigError, match="one description per image"):
+        pipe(batch["source"], batch["mask"], ["only one"], ["x", "y"])
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_pipeline(tmp_path / "missing.ckpt")
+    with pytest.raises(ModelLoadError, match="not an exported dcgd model"):
+        DCGDPipeline.from_pretrained(tmp_path)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
+        read_checkpoint(tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {"text.model.w": torch.zeros(1)}}, tmp_path / "text.ckpt")
+    with pytest.raises(ModelLoadError, match="not a checkpoint of the DCGD U-Net"):
+        read_checkpoint(tmp_path / "text.ckpt")
