@@ -32,7 +32,9 @@ class ProceduralCutouts:
     ``same_class_probability`` the pasted object is of the class already in the scene (the
     paper's hard case: remove one of several look-alikes)."""
 
-    def __init__(self, same_class_probability: float = 0.5, side: int = 96) -> None:
+    # Rendered large and shrunk to the size a paste needs: a 512 px pair can need a 400 px
+    # object, which an upscaled small render would show blurred.
+    def __init__(self, same_class_probability: float = 0.5, side: int = 256) -> None:
         self.same_class_probability = same_class_probability
         self.side = side
 

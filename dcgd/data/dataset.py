@@ -113,7 +113,7 @@ class InpaintingDataset(Dataset):
         bucket = int(rng.integers(len(self.buckets))) if self.train else index % len(self.buckets)
         item, skipped = self._load(index, rng)
         target = self._crop(item, rng)
-        pair = self._pair(target, item, bucket, index, rng)
+        pair = self._pair(target, item, bucket, index, rng, skipped)
         count = int(np.count_nonzero(pair.mask))
         found = bucket_index(count, pair.mask.size, self.buckets)
         if not self.train and found == OUTSIDE:
@@ -161,11 +161,23 @@ class InpaintingDataset(Dataset):
         return center_crop(item.image, self.size)
 
     def _pair(
-        self, target: np.ndarray, item: Item, bucket: int, index: int, rng: np.random.Generator
+        self,
+        target: np.ndarray,
+        item: Item,
+        bucket: int,
+        index: int,
+        rng: np.random.Generator,
+        skipped: list[str],
     ) -> Pair:
         if rng.random() < self.pairs.paste_probability:
             context = item.scene.objects[0].label if item.scene and item.scene.objects else ""
-            cutout, label = self.cutouts.sample(rng, context)
+            try:
+                cutout, label = self.cutouts.sample(rng, context)
+            except DataError as err:
+                # An unreadable cut-out is skipped like an unreadable image: reported, and
+                # this sample becomes a hole pair.
+                skipped.append(f"cut-out: {err}")
+                return hole_pair(target, self._mask(bucket, index, rng))
             pair = paste_pair(
                 target,
                 cutout,
