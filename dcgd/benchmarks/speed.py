@@ -1,0 +1,334 @@
+"""Speed of dcgd against references doing the same work, in the same process.
+
+- sampling: :class:`DCGDSampler` vs diffusers' ``StableDiffusionInpaintPipeline`` with the
+  same U-Net (``inpaint`` layout: 9 channels, the pipeline's own input), VAE, text encoder,
+  tokenizer, scheduler, steps and guidance (``prompt`` = T_info, ``negative_prompt`` = T_mask:
+  eq. 6 is diffusers' CFG with the negative prompt as the unconditional branch);
+- training: the Lightning ``Trainer`` running ``DCGDModule.training_step`` vs a bare PyTorch
+  loop written here from the diffusers parts (encode, noise, one 2B forward, eq. 7 loss,
+  backward, optimizer step, EMA update).
+
+Timings interleave ours and the reference (ABAB...) and take medians, so drift in the
+machine's speed hits both. Ratios are *our time over the reference's*: < 1 is faster.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dcgd.models.latent_space import tiny_vae_config
+
+# SD-1.5's shapes (random weights: speed does not depend on their values).
+SD15_UNET = {
+    "block_out_channels": [320, 640, 1280, 1280],
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "layers_per_block": 2,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+}
+SD15_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+SD15_TEXT = {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "max_length": 77}
+
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "unet_config": {"sample_size": 32},
+        "vae_config": tiny_vae_config(4),
+        "text_encoder_config": {"hidden_size": 32},
+    },
+    "sd15": {"unet_config": SD15_UNET, "vae_config": SD15_VAE, "text_encoder_config": SD15_TEXT},
+}
+
+
+@dataclass
+class Settings:
+    model_size: str = "tiny"
+    resolution: int = 64
+    batch: int = 2
+    steps: int = 10  # sampling steps
+    train_steps: int = 10  # timed training steps (after warm-up)
+    warmup: int = 2
+    repeats: int = 3  # sampling: timed runs of each side
+    w: float = 1.5
+    precision: str = "32"  # "32" or "bf16" (autocast)
+    device: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_module(settings: Settings):
+    """A ``DCGDModule`` with the ``inpaint`` layout in a VAE latent space, random weights."""
+    from dcgd.training.module import DCGDModule
+
+    parts = MODEL_SIZES[settings.model_size]
+    torch.manual_seed(0)
+    return DCGDModule(
+        latent_space="vae",
+        vae_config=parts["vae_config"],
+        unet_config=parts["unet_config"],
+        text_encoder="tiny",
+        text_encoder_config=parts["text_encoder_config"],
+        layout="inpaint",
+        prompt_mode="dual",
+        loss="combined",
+        w_train=settings.w,
+        w=settings.w,
+        ema_decay=0.9999,
+        sampler="ddim",
+    )
+
+
+def example_batch(settings: Settings, device: torch.device) -> dict[str, Any]:
+    """A fixed batch: random images, a centred box mask, short prompts."""
+    gen = torch.Generator().manual_seed(0)
+    size, batch = settings.resolution, settings.batch
+    images = torch.rand(batch, 3, size, size, generator=gen) * 2 - 1
+    mask = torch.zeros(batch, 1, size, size)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    return {
+        "source": (images * (1 - mask)).to(device),
+        "target": images.to(device),
+        "mask": mask.to(device),
+        "t_info": ["a brick wall with red circles"] * batch,
+        "t_mask": ["red circle"] * batch,
+        "id": [f"bench/{i}" for i in range(batch)],
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(settings: Settings, device: torch.device):
+    if settings.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def interleaved_medians(
+    ours: Callable[[], Any], reference: Callable[[], Any], repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Median seconds of each callable, run alternately after one warm-up each."""
+    ours(), reference()
+    times: dict[str, list[float]] = {"ours": [], "reference": []}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("reference", reference)):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["ours"]), statistics.median(times["reference"])
+
+
+# --------------------------------------------------------------------------- sampling
+def diffusers_pipeline(module):
+    """diffusers' inpainting pipeline over the module's own components."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from dcgd.models.schedulers import sampling_scheduler
+
+    return StableDiffusionInpaintPipeline(
+        vae=module.space.vae,
+        text_encoder=module.text.model,
+        tokenizer=module.text.tokenizer,
+        unet=module.unet,
+        scheduler=sampling_scheduler(module.hparams.sampler, module.noise_scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def bench_sampling(settings: Settings) -> dict[str, Any]:
+    device = resolve_device(settings.device)
+    module = build_module(settings).to(device).eval()
+    batch = example_batch(settings, device)
+    sampler = module.sampler(use_ema=False)
+    pipe = diffusers_pipeline(module)
+    pipe.set_progress_bar_config(disable=True)
+    image01 = (batch["source"] + 1) / 2
+
+    def ours():
+        with _autocast(settings, device):
+            return sampler(
+                batch["source"], batch["mask"], batch["t_info"], batch["t_mask"],
+                prompt_mode="dual", w=settings.w, steps=settings.steps, ids=batch["id"],
+            )  # fmt: skip
+
+    def reference():
+        with _autocast(settings, device):
+            return pipe(
+                prompt=batch["t_info"], negative_prompt=batch["t_mask"], image=image01,
+                mask_image=batch["mask"], height=settings.resolution, width=settings.resolution,
+                num_inference_steps=settings.steps, guidance_scale=settings.w,
+                strength=1.0, output_type="pt",
+            ).images  # fmt: skip
+
+    _reset_peak(device)
+    ours_s, ref_s = interleaved_medians(ours, reference, settings.repeats, device)
+    per_image = settings.batch
+    return {
+        "sampling_s_per_image": ours_s / per_image,
+        "diffusers_s_per_image": ref_s / per_image,
+        "sampling_ratio_vs_diffusers": ours_s / ref_s,
+        "sampling_steps": settings.steps,
+        "sampling_peak_gib": _peak_gib(device),
+    }
+
+
+# --------------------------------------------------------------------------- training
+def bare_training_loop(module, batch: dict[str, Any], steps: int, warmup: int, settings: Settings):
+    """Seconds per step of the dual-branch step written directly on the diffusers parts."""
+    device = batch["source"].device
+    unet, vae, text = module.unet, module.space.vae, module.text
+    scheduler = module.noise_scheduler
+    scale = vae.config.scaling_factor
+    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-4)
+    ema = module.ema
+    gen = torch.Generator(device=device).manual_seed(0)
+    w = settings.w
+    unet.train()
+    times = []
+    for step in range(warmup + steps):
+        _sync(device)
+        start = time.perf_counter()
+        with _autocast(settings, device), torch.no_grad():
+            latents = vae.encode(batch["target"]).latent_dist.sample(gen) * scale
+            hole = batch["source"] * (1 - batch["mask"])
+            context = vae.encode(hole).latent_dist.mode() * scale
+            small_mask = F.interpolate(batch["mask"], size=latents.shape[-2:], mode="nearest")
+            states = text(batch["t_info"] + batch["t_mask"])
+        noise = torch.randn(latents.shape, generator=gen, device=device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), device=device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        x = torch.cat([noisy, small_mask, context], dim=1)
+        with _autocast(settings, device):
+            out = unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=states).sample
+        eps_pos, eps_neg = out.chunk(2)
+        loss = F.mse_loss((eps_neg + w * (eps_pos - eps_neg)).float(), noise.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(unet)
+        _sync(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class _StepTimer:
+    """Lightning callback: wall time from one batch start to the next (a whole step)."""
+
+    def __init__(self, warmup: int) -> None:
+        import lightning as L
+
+        timer = self
+
+        class Callback(L.Callback):
+            def on_train_batch_start(self, trainer, *args):
+                _sync(trainer.strategy.root_device)
+                timer.starts.append(time.perf_counter())
+
+            def on_train_batch_end(self, trainer, *args):
+                _sync(trainer.strategy.root_device)
+                timer.ends.append(time.perf_counter())
+
+        self.warmup = warmup
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.callback = Callback()
+
+    def step_seconds(self) -> float:
+        pairs = list(zip(self.starts, self.ends, strict=True))[self.warmup :]
+        return statistics.median(end - start for start, end in pairs)
+
+
+def lightning_training(module, batch: dict[str, Any], steps: int, warmup: int, settings):
+    """Seconds per step of ``Trainer.fit`` on the same batch (no logger, checkpoints or bar:
+    what is timed is the training step and Lightning's loop around it)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    device = batch["source"].device
+    cpu_batch = {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
+    loader = DataLoader([cpu_batch] * (warmup + steps), batch_size=None)
+    timer = _StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_steps=warmup + steps,
+        precision="bf16-mixed" if settings.precision == "bf16" else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer.callback],
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return timer.step_seconds()
+
+
+def bench_training(settings: Settings) -> dict[str, Any]:
+    device = resolve_device(settings.device)
+    batch = example_batch(settings, device)
+    results = {}
+    # Fresh modules with the same weights for each side; alternate twice to share drift.
+    ours, reference = [], []
+    for _ in range(2):
+        _reset_peak(device)
+        module = build_module(settings).to(device)
+        ours.append(
+            lightning_training(module, batch, settings.train_steps, settings.warmup, settings)
+        )
+        results["train_peak_gib"] = _peak_gib(device)
+        module = build_module(settings).to(device)
+        reference.append(
+            bare_training_loop(module, batch, settings.train_steps, settings.warmup, settings)
+        )
+    ours_s, ref_s = min(ours), min(reference)
+    results.update(
+        {
+            "train_samples_per_s": settings.batch / ours_s,
+            "bare_loop_samples_per_s": settings.batch / ref_s,
+            "train_ratio_vs_bare_loop": ours_s / ref_s,
+        }
+    )
+    return results

@@ -1,0 +1,108 @@
+"""``python -m dcgd bench``: our sampling and training speed next to references, same process.
+
+Prints seconds per image (sampling) and samples per second (training) for dcgd and for the
+reference (diffusers' inpainting pipeline; a bare PyTorch loop), their ratios, and peak GPU
+memory. ``--json F`` writes them with the keys ``sampling_ratio_vs_diffusers`` and
+``train_ratio_vs_bare_loop`` (our time over the reference's). ``--model-size sd15`` builds
+the Stable Diffusion 1.5-sized U-Net, VAE and text encoder with random weights (no download):
+for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+import yaml
+
+from dcgd.benchmarks.speed import MODEL_SIZES, Settings, bench_sampling, bench_training
+from dcgd.errors import ConfigError
+
+HELP = "measure sampling / training speed against diffusers and a bare PyTorch loop"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    parser.add_argument(
+        "--config", type=Path, help="YAML file of the options below (command line wins)"
+    )
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default=defaults.model_size)
+    parser.add_argument("--resolution", type=int, default=defaults.resolution, help="pixels")
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="images per batch")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="sampling steps")
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--repeats", type=int, default=defaults.repeats)
+    parser.add_argument("--w", type=float, default=defaults.w, help="guidance weight")
+    parser.add_argument("--precision", choices=("32", "bf16"), default=defaults.precision)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--only", choices=("sampling", "training"), help="run one of the two benchmarks"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise ConfigError(f"bench config {args.config} does not exist")
+        given = yaml.safe_load(args.config.read_text()) or {}
+        names = {f.name for f in fields(Settings)}
+        unknown = sorted(set(k.replace("-", "_") for k in given) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown bench option(s) {unknown} in {args.config}; known: {sorted(names)}"
+            )
+        defaults = asdict(Settings())
+        for key, value in given.items():
+            key = key.replace("-", "_")
+            if values[key] == defaults[key]:  # not set on the command line
+                values[key] = value
+    settings = Settings(**values)
+    if settings.resolution % 8:
+        raise ConfigError(f"--resolution must be a multiple of 8; got {settings.resolution}")
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no GPU here")
+    return settings
+
+
+def machine() -> dict[str, str]:
+    info = {"platform": platform.platform(), "torch": torch.__version__}
+    info["cpu_threads"] = str(torch.get_num_threads())
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    report: dict = {"settings": asdict(settings), "machine": machine()}
+    if args.only in (None, "sampling"):
+        report.update(bench_sampling(settings))
+        print(
+            f"sampling  {settings.steps} steps: dcgd {report['sampling_s_per_image']:.4f} s/image, "
+            f"diffusers {report['diffusers_s_per_image']:.4f} s/image, "
+            f"ratio {report['sampling_ratio_vs_diffusers']:.3f}"
+        )
+    if args.only in (None, "training"):
+        report.update(bench_training(settings))
+        print(
+            f"training  batch {settings.batch}: dcgd (Lightning) "
+            f"{report['train_samples_per_s']:.2f} samples/s, bare loop "
+            f"{report['bare_loop_samples_per_s']:.2f} samples/s, "
+            f"ratio {report['train_ratio_vs_bare_loop']:.3f}"
+        )
+    for key in ("sampling_peak_gib", "train_peak_gib"):
+        if report.get(key) is not None:
+            print(f"{key}: {report[key]:.2f} GiB")
+    print("ratios are our time over the reference's (< 1: faster)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
