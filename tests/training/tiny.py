@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from dcgd.training.module import DCGDModule
@@ -38,3 +40,31 @@ def make_batch(size: int = 16, seed: int = 0) -> dict:
         "t_mask": ["a cat", "a car"],
         "id": ["a", "b"],
     }
+
+
+def fit_tiny_checkpoint(root, steps: int = 2, **overrides) -> Path:
+    """A real Lightning checkpoint of a tiny ``DCGDModule`` after ``steps`` steps at 32 px."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from dcgd.data.datamodule import InpaintingDataModule
+    from dcgd.text.describer_base import LabelDescriber
+
+    root = Path(root)
+    module = tiny_module(**{"ema_decay": 0.9, **overrides})
+    data = InpaintingDataModule(
+        size=32, batch_size=2, train_length=4, val_per_bucket=1, describer=LabelDescriber()
+    )
+    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        callbacks=[checkpoint],
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        accelerator="cpu",
+    )
+    trainer.fit(module, data)
+    return root / "last.ckpt"

@@ -1,0 +1,46 @@
+"""``python -m dcgd export``: a trained checkpoint as a self-contained, Lightning-free folder.
+
+Writes ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` (diffusers / transformers
+``save_pretrained``) and ``dcgd_pipeline.json`` (layout, latent space, resolution, sampling
+defaults). ``python -m dcgd remove --checkpoint DIR`` and
+``dcgd.sampling.pipeline.load_pipeline(DIR)`` load it without the Stable Diffusion model it
+was fine-tuned from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dcgd.errors import DataError
+
+HELP = "write a checkpoint as a diffusers-style folder that 'remove' and Python load"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt from 'dcgd fit'")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write")
+    parser.add_argument(
+        "--no-ema", action="store_true", help="export the raw weights instead of the EMA"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing export in --out"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline
+
+    out: Path = args.out
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        if not (args.overwrite and (out / SETTINGS_FILE).is_file()):
+            raise DataError(
+                f"{out} exists and is not empty; choose a new folder"
+                + (" (--overwrite replaces only a previous export)" if out.is_dir() else "")
+            )
+    pipeline = DCGDPipeline.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    pipeline.save_pretrained(out)
+    settings = json.dumps({k: v for k, v in vars(pipeline.settings).items()})
+    print(f"dcgd export: {args.checkpoint} -> {out}\n  settings {settings}")
+    return 0

@@ -1,0 +1,118 @@
+"""Object removal on one photograph of any size: the Python side of ``python -m dcgd remove``.
+
+>>> from dcgd.sampling.pipeline import load_pipeline
+>>> from dcgd.sampling.remover import Remover
+>>> remover = Remover(load_pipeline("exported/"), dilate=5)
+>>> result = remover(image, mask, key="photo.jpg")   # uint8 [H,W,3], same size as image
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dcgd.data.images import check_mask, mask_to_tensor, to_tensor
+from dcgd.data.masks import postprocess
+from dcgd.errors import ConfigError
+from dcgd.sampling.pipeline import DCGDPipeline
+from dcgd.sampling.windows import Window, context_window, crop, paste, resize_image, resize_mask
+from dcgd.text.describer_base import Describer
+
+# Which descriptions each prompt mode reads (DESIGN.md §1).
+NEEDS = {"none": (), "positive": ("t_info",), "negative": ("t_mask",), "dual": ("t_info", "t_mask")}
+
+
+@dataclass
+class Removal:
+    """One image's result and what produced it."""
+
+    image: np.ndarray  # uint8 [H,W,3]
+    mask: np.ndarray  # the (dilated) 0/1 mask actually filled
+    window: Window
+    t_info: str
+    t_mask: str
+
+
+@dataclass
+class Remover:
+    """Crop a context window around the mask, fill it with the pipeline, paste it back.
+
+    Args:
+        pipeline: the trained model.
+        dilate: grow the mask by this many pixels first (covers edges, halos, shadows).
+        context: window side as a multiple of the mask's box side (>= 1).
+        resolution: the side the model runs at; default the one it was trained at.
+        t_info / t_mask: fixed descriptions; ``None`` asks ``describer`` (or leaves "").
+        describer: describes each window when a description is not given.
+        sampling: ``prompt_mode``, ``w``, ``steps``, ``seed``, ``sampler`` overrides.
+    """
+
+    pipeline: DCGDPipeline
+    dilate: int = 0
+    context: float = 2.0
+    resolution: int | None = None
+    t_info: str | None = None
+    t_mask: str | None = None
+    describer: Describer | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.resolution = self.resolution or self.pipeline.settings.resolution
+        multiple = self.pipeline.size_multiple
+        if self.resolution % multiple:
+            raise ConfigError(
+                f"resolution {self.resolution} is not a multiple of {multiple} (the model's "
+                "total downsampling); choose e.g. "
+                f"{max(multiple, self.resolution // multiple * multiple)}"
+            )
+        if self.context < 1:
+            raise ConfigError(
+                f"context must be >= 1 (a multiple of the mask's box); got {self.context}"
+            )
+        if self.dilate < 0:
+            raise ConfigError(f"dilate is a number of pixels >= 0; got {self.dilate}")
+
+    @property
+    def prompt_mode(self) -> str:
+        return self.sampling.get("prompt_mode") or self.pipeline.settings.prompt_mode
+
+    def missing_descriptions(self) -> list[str]:
+        """Descriptions the prompt mode needs that neither the user nor a describer gives."""
+        if self.describer is not None:
+            return []
+        given = {"t_info": self.t_info, "t_mask": self.t_mask}
+        return [name for name in NEEDS[self.prompt_mode] if given[name] is None]
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, key: str = "image") -> Removal:
+        """Fill ``mask`` (0/1 ``[H,W]``) in ``image`` (uint8 ``[H,W,3]``); ``key`` seeds it."""
+        mask = postprocess(mask, dilation=self.dilate)
+        check_mask(mask, image.shape, f"{key} (mask dilated by {self.dilate})", key)
+        window = context_window(mask, self.resolution, self.context)
+        size = self.resolution
+        source = to_tensor(resize_image(crop(image, window), size)).unsqueeze(0)
+        small_mask = mask_to_tensor(resize_mask(crop(mask, window), size)).unsqueeze(0)
+        t_info, t_mask = self._describe(source, small_mask)
+        result = self.pipeline(source, small_mask, [t_info], [t_mask], ids=[key], **self.sampling)
+        filled = ((result[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        filled = filled.permute(1, 2, 0).numpy()
+        return Removal(paste(image, filled, mask, window), mask, window, t_info, t_mask)
+
+    def _describe(self, source: torch.Tensor, mask: torch.Tensor) -> tuple[str, str]:
+        """The user's descriptions; the describer's (of the window the model sees) for the
+        rest the prompt mode needs; "" otherwise."""
+        t_info, t_mask = self.t_info, self.t_mask
+        needed = NEEDS[self.prompt_mode]
+        wanted = [
+            n for n, v in (("t_info", t_info), ("t_mask", t_mask)) if n in needed and v is None
+        ]
+        if wanted and self.describer is not None:
+            device = self.pipeline.device
+            (found,) = self.describer.describe(
+                {"source": source.to(device), "mask": mask.to(device)}
+            )
+            t_info = found.t_info if t_info is None else t_info
+            t_mask = found.t_mask if t_mask is None else t_mask
+        return t_info or "", t_mask or ""
