@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from dcgd.errors import ConfigError, TrackingError
-from dcgd.tracking.mlflow import check_reachable, default_tracking_uri
+from dcgd.sweeps.tracking import check_reachable, resolve_tracking_uri
 
 # Parameters that are the same for every trial (logged for the record, not compared).
 FIXED = {"checkpoint", "data_config", "split", "n_images", "function", "sampler_name"}
@@ -274,7 +274,7 @@ def load_comparison(
 ) -> Comparison:
     """The COMPLETE trials of a study: ``parent`` is the study's parent run id or name; by
     default the most recently started study of the experiment."""
-    uri = tracking_uri or default_tracking_uri()
+    uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     try:
         client = MlflowClient(uri)

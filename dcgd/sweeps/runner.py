@@ -26,7 +26,16 @@ from optuna.trial import TrialState
 
 from dcgd.errors import ConfigError, DCGDError
 from dcgd.sweeps.spec import SweepSpec
-from dcgd.sweeps.storage import DEFAULT_STORAGE, Heartbeat, StudyLock, display_url, open_storage
+from dcgd.sweeps.storage import (
+    DEFAULT_STORAGE,
+    Heartbeat,
+    StudyLock,
+    absolute_sqlite,
+    display_url,
+    open_storage,
+    quiet_optuna,
+    with_driver,
+)
 from dcgd.sweeps.tracking import StudyTracker, metric_items
 
 USER_ERROR_ATTR = "dcgd_user_error"
@@ -140,7 +149,7 @@ def _describe(params: dict[str, Any]) -> str:
 
 
 def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
-    url = spec.storage.url or DEFAULT_STORAGE
+    url = with_driver(absolute_sqlite(spec.storage.url or DEFAULT_STORAGE))
     kind.prepare()  # a bad spec or checkpoint fails here, before the study is touched
     lock = StudyLock(url, spec.study)
     tracker = StudyTracker(spec.experiment, spec.tracking_uri, spec.study)
@@ -191,7 +200,7 @@ def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
 
     ran: list[int] = []
     while True:
-        with lock:
+        with lock, quiet_optuna():
             optuna.storages.fail_stale_trials(study)
             action = next_action(study, spec)
             if action == "run":
@@ -246,7 +255,8 @@ def _run_trial(
             _tell(study, trial, state=TrialState.FAIL)
             retry = storage.get_heartbeat_stale_trial_callback()
             if retry is not None:
-                retry(study, storage.get_trial(trial._trial_id))
+                with quiet_optuna():
+                    retry(study, storage.get_trial(trial._trial_id))
             tracker.end_trial(run_id, "FAIL", error=f"{type(err).__name__}: {err}")
             raise
     _tell(study, trial, values=value)

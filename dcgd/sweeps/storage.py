@@ -17,6 +17,7 @@ import fcntl
 import threading
 import warnings
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -28,16 +29,6 @@ from dcgd.errors import ConfigError, TrackingError
 from dcgd.sweeps.spec import StorageSettings
 
 DEFAULT_STORAGE = "sqlite:///sweeps/optuna.db"
-
-# Heartbeats, stale-trial failing and retries are "experimental" in Optuna and warn that they
-# are meant for Study.optimize; the runner uses them deliberately with ask/tell.
-warnings.filterwarnings(
-    "ignore",
-    message=r".*(fail_stale_trials|RetryHeartbeatStaleTrialCallback|heartbeat_interval|grace_period)"
-    r"\b.* is (an )?experimental",
-    category=optuna.exceptions.ExperimentalWarning,
-)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 SQLITE_TIMEOUT_S = 60  # sqlite waits this long for another worker's write instead of failing
 
 
@@ -49,6 +40,22 @@ def display_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+def with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; where only psycopg2 is installed
+    (``psycopg2-binary``, what dcgd's dev extra brings), name that driver explicitly."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url
+    if parsed.drivername != "postgresql":
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
 def _backend(url: str) -> str:
     try:
         return make_url(url).get_backend_name()
@@ -57,6 +64,27 @@ def _backend(url: str) -> str:
             f"--storage {url!r} is not a database URL; use sqlite:///path.db or "
             "postgresql://user:password@host:5432/dbname"
         ) from None
+
+
+def absolute_sqlite(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``sqlite:////cwd/rel.db``: the file is the one in the directory
+    the command started in, even for libraries that cache engines by URL (MLflow does)."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:////"):
+        return url
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return url
+    return "sqlite:///" + str(Path(database).resolve())
+
+
+@contextmanager
+def quiet_optuna():
+    """Heartbeats, stale-trial failing and retries are "experimental" in Optuna and warn that
+    they are meant for ``Study.optimize``; the runner uses them deliberately with ask/tell."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
 
 
 def sqlite_path(url: str) -> Path:
@@ -80,15 +108,17 @@ def open_storage(url: str, settings: StorageSettings) -> optuna.storages.RDBStor
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+    with quiet_optuna():
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
+        with quiet_optuna():
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
     except ImportError as err:
         raise TrackingError(
             f"the database driver for {backend} is missing ({err}); pip install psycopg2-binary "

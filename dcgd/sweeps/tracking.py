@@ -10,6 +10,7 @@ the study's user attributes, so every worker of the study logs under the same pa
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,12 +21,30 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from dcgd.errors import TrackingError
-from dcgd.tracking.mlflow import (
-    DEFAULT_ARTIFACT_DIR,
-    check_reachable,
-    default_tracking_uri,
-    is_local,
-)
+from dcgd.sweeps.storage import absolute_sqlite
+
+# dcgd.tracking.mlflow's defaults, repeated here because importing that module loads Lightning
+# (seconds per worker process); it is imported only to check a remote server.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The spec's URI, else ``$MLFLOW_TRACKING_URI``, else the local sqlite store."""
+    return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def check_reachable(uri: str) -> None:
+    """A remote tracking server that does not answer is a TrackingError, before any trial."""
+    if not is_local(uri):
+        from dcgd.tracking.mlflow import check_reachable as check
+
+        check(uri)
+
 
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
@@ -44,7 +63,7 @@ def metric_items(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]
 
 class StudyTracker:
     def __init__(self, experiment: str, tracking_uri: str | None, study: str) -> None:
-        self.uri = tracking_uri or default_tracking_uri()
+        self.uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.study = study
         self.client: MlflowClient | None = None

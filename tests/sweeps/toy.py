@@ -1,0 +1,50 @@
+"""A cheap objective for exercising the real sweep runner, storage and MLflow tracking.
+
+Every call leaves marker files, so tests can count how often each trial really ran and in
+which process: ``start-<trial>-<pid>`` when it begins, ``done-<trial>-<pid>`` when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+_first_call = True
+
+
+def _pids(markers: Path) -> set[str]:
+    return {p.name.rsplit("-", 1)[1] for p in markers.glob("start-*")}
+
+
+def objective(params, context, markers: str, barrier: int = 0, wait_s: float = 180.0):
+    """``(x - 0.3)^2`` as ``loss/all`` (and per two fake buckets).
+
+    ``barrier``: on its first trial a process waits until that many processes have started a
+    trial, so a test knows its workers really ran side by side. ``TOY_HANG=1`` in the
+    environment: the process's first trial never returns (a worker to kill mid-trial).
+    """
+    global _first_call
+    first, _first_call = _first_call, False
+    folder = Path(markers)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"start-{context.number}-{os.getpid()}").touch()
+    if first and os.environ.get("TOY_HANG") == "1":
+        while True:
+            time.sleep(1)
+    if first and barrier:
+        deadline = time.monotonic() + wait_s
+        while len(_pids(folder)) < barrier:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {_pids(folder)} started within {wait_s} s")
+            time.sleep(0.05)
+    if params["x"] == "refuse":  # a configuration the model rejects, with a clear message
+        from dcgd.errors import ConfigError
+
+        raise ConfigError("the toy refuses x = 'refuse'")
+    if params["x"] == "crash":  # a bug
+        raise ValueError("toy crash")
+    x = float(params["x"])
+    loss = (x - 0.3) ** 2
+    (folder / f"done-{context.number}-{os.getpid()}").touch()
+    return {"loss": {"0.01-0.1": loss / 2, "0.1-0.2": loss * 2, "all": loss}, "x2": {"all": x * x}}
