@@ -22,6 +22,7 @@ from dcgd.data.buckets import OUTSIDE, bucket_index
 from dcgd.errors import DataError
 from dcgd.eval.evaluator import Evaluator
 from dcgd.eval.metrics import LEFT_OUT, composite, load_fid
+from dcgd.eval.removal import ObjectResidue
 from dcgd.eval.table import protocol_text, rows_to_csv, to_markdown
 
 HELP = "score a method's output images per mask-ratio bucket (PSNR, SSIM, MAE, LPIPS)"
@@ -62,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fid", action="store_true", help="also FID over all images (needs torch-fidelity)"
     )
     parser.add_argument(
+        "--removal",
+        choices=["none", "residue"],
+        default="none",
+        help="also the weight-free object-residue score (needs --source showing the objects "
+        "that were removed; lower is better)",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="torch device for LPIPS / FID (default cpu)"
     )
 
@@ -76,7 +84,7 @@ def index_images(folder: Path, problems: dict) -> dict[str, Path]:
             found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
     for key, paths in found.items():
         if len(paths) > 1:
-            problems["ambiguous"][f"{folder.name}/{key}"] = [p.name for p in paths]
+            problems["ambiguous"].setdefault(key, []).extend(str(p) for p in paths)
     return {k: v[0] for k, v in found.items() if len(v) == 1}
 
 
@@ -112,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
     targets = index_images(args.target, problems)
     masks = index_images(args.mask, problems)
     sources = index_images(args.source, problems) if args.source else None
-    for key in sorted(set(targets) - set(preds)):
+    ambiguous = set(problems["ambiguous"])  # reported once, as ambiguous, not also as missing
+    for key in sorted(set(targets) - set(preds) - ambiguous):
         problems["missing_pred"][key] = str(targets[key])
-    for key in sorted(set(preds) - set(targets)):
+    for key in sorted(set(preds) - set(targets) - ambiguous):
         problems["missing_target"][key] = str(preds[key])
     keys = []
     for key in sorted(set(preds) & set(targets)):
+        if key in ambiguous:
+            continue
         if key not in masks:
             problems["missing_mask"][key] = str(preds[key])
         elif sources is not None and key not in sources:
@@ -130,7 +141,15 @@ def run(args: argparse.Namespace) -> int:
         if args.lpips.strip().lower() == "none"
         else [n.strip() for n in args.lpips.split(",") if n.strip()]
     )
-    evaluator = Evaluator(lpips=nets, lpips_weights_dir=args.lpips_weights).to(args.device)
+    if args.removal != "none" and sources is None:
+        raise DataError(
+            f"--removal {args.removal} compares the result with the object it replaced: give "
+            "--source, the folder of the images the method saw"
+        )
+    removal = [ObjectResidue()] if args.removal == "residue" else []
+    evaluator = Evaluator(lpips=nets, lpips_weights_dir=args.lpips_weights, removal=removal).to(
+        args.device
+    )
     fid = load_fid() if args.fid else None
     if fid is not None:
         fid = fid.to(args.device)
