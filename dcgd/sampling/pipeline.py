@@ -183,7 +183,7 @@ class DCGDPipeline:
         try:
             schedule = DDPMScheduler.from_pretrained(str(directory), subfolder="scheduler")
         except (OSError, ValueError) as err:
-            raise ModelLoadError(f"no scheduler/ under {directory}: {err}") from None
+            raise ModelLoadError(f"no scheduler/ under {directory}: {one_line(err)}") from None
         unet, text = load_unet(str(directory)), TextConditioner.from_pretrained(str(directory))
         return cls(unet.eval(), space.eval(), text.eval(), schedule, settings)
 
@@ -193,8 +193,21 @@ class DCGDPipeline:
         from dcgd.training.module import DCGDModule
 
         checkpoint = read_checkpoint(path)
-        module = DCGDModule.from_checkpoint_dict(checkpoint)
+        try:
+            module = DCGDModule.from_checkpoint_dict(checkpoint)
+        except ModelLoadError as err:
+            origin = checkpoint["hyper_parameters"].get("pretrained_model")
+            raise ModelLoadError(
+                f"cannot rebuild the model of checkpoint {path}: {one_line(err)}. A .ckpt needs "
+                f"the model it was fine-tuned from (pretrained_model: {origin!r}); a folder "
+                "written by 'python -m dcgd export' does not"
+            ) from None
         return module.pipeline(use_ema=use_ema)
+
+
+def one_line(err: BaseException) -> str:
+    """An error message on one line (library messages often span several)."""
+    return " ".join(str(err).split())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -208,7 +221,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise ModelLoadError(f"cannot read checkpoint {path}: {err}") from None
+        raise ModelLoadError(f"cannot read checkpoint {path}: {one_line(err)}") from None
     state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
     if not any(key.startswith("unet.") for key in state):
         raise ModelLoadError(
