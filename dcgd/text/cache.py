@@ -11,6 +11,10 @@ Writes are whole shard files written under a temporary name and renamed into pla
 two writers never touch the same file, and a killed run loses at most the shard it had not
 yet written. A rerun reads the shards and computes only what is missing (resume).
 
+In memory a cache holds only the two texts per key (a Places365-sized cache stays a few
+hundred MB per rank); the scores stay in the shard files for inspection, so a description
+read from the cache has empty ``scores``.
+
 Who writes: ``python -m dcgd describe`` (one process) fills the cache; in training,
 :class:`CachedDescriber` writes from global rank 0 only (``write="rank0"``) or not at all
 (``write="never"``), the other ranks read.
@@ -38,6 +42,11 @@ WriteMode = Literal["always", "rank0", "never"]
 def settings_hash(settings: dict[str, Any]) -> str:
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_folder(cache_dir: str | Path, settings: dict[str, Any]) -> Path:
+    """The folder holding the descriptions of one describer setting."""
+    return Path(cache_dir) / settings_hash(settings)
 
 
 def sample_keys(batch: dict[str, Any]) -> list[str]:
@@ -82,10 +91,10 @@ class DescriptionCache:
     def __init__(
         self, cache_dir: str | Path, settings: dict[str, Any], shard_size: int = 1024
     ) -> None:
-        self.root = Path(cache_dir) / settings_hash(settings)
+        self.root = cache_folder(cache_dir, settings)
         self.settings = settings
         self.shard_size = shard_size
-        self.entries: dict[str, Description] = {}
+        self.entries: dict[str, tuple[str, str]] = {}  # key -> (t_info, t_mask)
         self.pending: dict[str, Description] = {}
         self._read_files: set[str] = set()
         self._shards_written = 0
@@ -99,14 +108,18 @@ class DescriptionCache:
         for path in new:
             for line in path.read_text(encoding="utf-8").splitlines():
                 row = json.loads(line)
-                self.entries[row["key"]] = Description(
-                    row["t_info"], row["t_mask"], row.get("scores", {})
-                )
+                self.entries[row["key"]] = (row["t_info"], row["t_mask"])
             self._read_files.add(path.name)
         return len(new)
 
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.pending)
+
     def get(self, key: str) -> Description | None:
-        return self.entries.get(key) or self.pending.get(key)
+        if key in self.pending:
+            return self.pending[key]
+        texts = self.entries.get(key)
+        return Description(*texts) if texts is not None else None
 
     def put(self, key: str, description: Description) -> None:
         self.pending[key] = description
@@ -131,7 +144,7 @@ class DescriptionCache:
         path = self._atomic_write(self.root / name, "\n".join(lines) + "\n")
         self._shards_written += 1
         self._read_files.add(name)
-        self.entries.update(self.pending)
+        self.entries.update((k, (d.t_info, d.t_mask)) for k, d in self.pending.items())
         self.pending = {}
         return path
 

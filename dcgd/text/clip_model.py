@@ -113,9 +113,10 @@ def _unknown_model_error(name: str) -> ModelLoadError:
     close = [m for m in open_clip.list_models() if name.lower()[:5] in m.lower()][:8]
     hint = f" Similar names: {', '.join(close)}." if close else ""
     return ModelLoadError(
-        f"unknown open_clip model {name!r}.{hint} See all valid names with "
-        '`python -c "import open_clip; print(open_clip.list_models())"`, or give a directory '
-        f"holding {CONFIG_FILE} + weights (what dcgd's CLIP training saves)."
+        f"{name!r} is neither an open_clip model name nor an existing directory.{hint} See all "
+        'valid names with `python -c "import open_clip; print(open_clip.list_models())"`, or '
+        f"give a directory holding {CONFIG_FILE} + weights (what "
+        "experiments/clip_procedural.yaml saves)."
     )
 
 
@@ -187,8 +188,7 @@ def load_clip(
     """
     import open_clip
 
-    if (model is None) == (model_cfg is None):
-        raise ModelLoadError("give exactly one of clip model (a name or directory) and model_cfg.")
+    check_clip_source(model, pretrained, model_cfg)
     identity: dict[str, Any]
     if model_cfg is not None:
         clip = _build_from_config(model_cfg, seed)
@@ -200,10 +200,8 @@ def load_clip(
         )
         origin = "model_cfg"
     else:
-        path = Path(model.removeprefix("local-dir:"))
-        if model.startswith("local-dir:") or path.is_dir():
-            if not path.is_dir():
-                raise ModelLoadError(f"open_clip model directory {str(path)!r} does not exist.")
+        path = Path(model.removeprefix("local-dir:")).expanduser()
+        if _is_directory_source(model):
             clip, model_cfg = _from_directory(path)
             context = model_cfg["text_cfg"].get("context_length", 77)
             tokenizer = open_clip.SimpleTokenizer(context_length=context)
@@ -230,23 +228,60 @@ def load_clip(
     )
 
 
+def _is_directory_source(model: str) -> bool:
+    return model.startswith("local-dir:") or Path(model).expanduser().is_dir()
+
+
+def check_clip_source(
+    model: str | None = None,
+    pretrained: str | None = None,
+    model_cfg: dict[str, Any] | None = None,
+) -> None:
+    """Fail fast (without loading weights) on a source :func:`load_clip` cannot load."""
+    import open_clip
+
+    if (model is None) == (model_cfg is None):
+        raise ModelLoadError("give exactly one of clip model (a name or directory) and model_cfg.")
+    if model_cfg is not None:
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_cfg]
+        if missing:
+            raise ModelLoadError(
+                f"open_clip model_cfg lacks {missing}; it needs embed_dim, vision_cfg and "
+                "text_cfg like open_clip's model_configs/*.json (see tiny_clip_config)."
+            )
+        if pretrained and not Path(pretrained).is_file():
+            raise ModelLoadError(f"CLIP checkpoint file {pretrained!r} does not exist.")
+        return
+    if _is_directory_source(model):
+        path = Path(model.removeprefix("local-dir:")).expanduser()
+        if not (path / CONFIG_FILE).is_file():
+            raise ModelLoadError(
+                f"{str(path)!r} is not an open_clip model directory: {CONFIG_FILE} is missing. "
+                "Save one with dcgd.text.clip_model.save_clip or experiments/clip_procedural.yaml."
+            )
+        return
+    if model.replace("/", "-") not in open_clip.list_models() and not model.startswith("hf-hub:"):
+        raise _unknown_model_error(model)
+    if model.startswith("hf-hub:"):
+        return
+    if pretrained is None:
+        raise ModelLoadError(
+            f"open_clip model {model!r} needs pretrained weights: a tag (one of "
+            f"{open_clip.list_pretrained_tags_by_model(model)}) or a checkpoint file. Random "
+            "weights would describe nothing."
+        )
+    if not open_clip.get_pretrained_cfg(model, pretrained) and not Path(pretrained).is_file():
+        raise ModelLoadError(
+            f"{pretrained!r} is neither a pretrained tag of {model!r} (tags: "
+            f"{open_clip.list_pretrained_tags_by_model(model)}) nor an existing checkpoint file."
+        )
+
+
 def _from_name(name: str, pretrained: str | None) -> tuple[nn.Module, dict[str, Any]]:
     import open_clip
 
-    if name.replace("/", "-") not in open_clip.list_models() and not name.startswith("hf-hub:"):
-        raise _unknown_model_error(name)
-    if pretrained is None:
-        raise ModelLoadError(
-            f"open_clip model {name!r} needs pretrained weights: a tag (one of "
-            f"{open_clip.list_pretrained_tags_by_model(name)}) or a checkpoint file. Random "
-            "weights would describe nothing."
-        )
-    is_tag = bool(open_clip.get_pretrained_cfg(name, pretrained))
-    if not is_tag and not Path(pretrained).is_file():
-        raise ModelLoadError(
-            f"{pretrained!r} is neither a pretrained tag of {name!r} (tags: "
-            f"{open_clip.list_pretrained_tags_by_model(name)}) nor an existing checkpoint file."
-        )
+    check_clip_source(name, pretrained)
+    is_tag = bool(pretrained and open_clip.get_pretrained_cfg(name, pretrained))
     try:
         clip = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True)
     except RuntimeError as err:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dcgd.errors import ConfigError
-from dcgd.text.clip_model import LoadedClip, load_clip
+from dcgd.text.clip_model import LoadedClip, check_clip_source, load_clip
 from dcgd.text.describer_base import Describer, Description
 from dcgd.text.regions import clip_normalize, context_images, region_has_content, region_images
 from dcgd.text.vocabulary import read_templates, read_vocabulary, text_digest
@@ -125,6 +125,8 @@ class ClipRegionDescriber(Describer):
         }
         if (clip_model is None) == (clip_model_cfg is None):
             raise ConfigError("give the describer exactly one of clip_model and clip_model_cfg.")
+        # An unknown model name or a missing directory fails now, not at the first batch.
+        check_clip_source(clip_model, clip_pretrained, clip_model_cfg)
         self.mask_top_k, self.scene_top_k, self.context_top_k = (
             mask_top_k,
             scene_top_k,

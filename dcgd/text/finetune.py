@@ -21,6 +21,7 @@ from dcgd.errors import ConfigError
 from dcgd.text.clip_model import LoadedClip, load_clip
 from dcgd.text.conditioner import TextConditioner
 from dcgd.text.contrastive import info_nce, region_text_pairs
+from dcgd.text.convert import text_conditioner_from_open_clip
 from dcgd.text.describer import encode_images
 
 
@@ -35,7 +36,8 @@ def build_text_conditioner(text_encoder: str | dict[str, Any]) -> TextConditione
 
 def set_trainable(text: TextConditioner, layers: int | Literal["all"], embeddings: bool) -> None:
     """Freeze τθ, then unfreeze the last ``layers`` transformer blocks and the final norm."""
-    text_model = text.model.text_model
+    # transformers 5 flattened CLIPTextModel; 4.x nests it under .text_model.
+    text_model = getattr(text.model, "text_model", text.model)
     if layers == "all":
         text.requires_grad_(True)
         if not embeddings:
@@ -55,15 +57,19 @@ class TextEncoderModule(L.LightningModule):
     """Fine-tune a ``TextConditioner`` against frozen open_clip image embeddings.
 
     Args:
-        text_encoder: τθ to fine-tune: a Stable Diffusion repo / directory (``text_encoder/``
-            + ``tokenizer/``), ``"tiny"``, or a dict of ``TextConditioner.tiny`` args.
+        text_encoder: τθ to fine-tune: ``"clip"`` (the text tower of the CLIP below, converted
+            to a ``CLIPTextModel``; the projection starts as CLIP's own, so training starts
+            aligned), a Stable Diffusion repo / directory (``text_encoder/`` + ``tokenizer/``),
+            ``"tiny"`` (random), or a dict of ``TextConditioner.tiny`` args.
         clip_model / clip_pretrained / clip_model_cfg: the describer's open_clip model whose
             image tower gives the targets (see ``dcgd.text.clip_model.load_clip``).
         trainable_layers: ``"all"`` or how many of the last transformer blocks train (the
             final layer norm and the projection always train).
         train_embeddings: also train token / position embeddings.
         projection: map τθ's pooled width to CLIP's embedding width; ``None`` = only when they
-            differ.
+            differ (always with ``text_encoder: clip``, initialised from CLIP's projection).
+        init_temperature: starting InfoNCE temperature (learnt); ``None``: CLIP's own with
+            ``text_encoder: clip``, else 0.07.
         lr / projection_lr / weight_decay: AdamW settings (the projection is new, so it
             usually wants a larger rate).
         save_dir: where ``on_train_end`` writes the encoder (default
@@ -82,28 +88,47 @@ class TextEncoderModule(L.LightningModule):
         lr: float = 1e-4,
         projection_lr: float = 1e-3,
         weight_decay: float = 0.0,
-        init_temperature: float = 0.07,
+        init_temperature: float | None = None,
         margin: float = 0.15,
         fill: float = 0.0,
         save_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.text = build_text_conditioner(text_encoder)
+        if clip_model is None and clip_model_cfg is None:
+            raise ConfigError(
+                "TextEncoderModule needs the CLIP whose frozen image embeddings are the targets: "
+                "set clip_model (an open_clip name with clip_pretrained, or the directory "
+                "experiments/clip_procedural.yaml saves) or clip_model_cfg."
+            )
         # Frozen and rebuilt from its source: kept out of the module's parameters/checkpoint.
         self._clip = [load_clip(clip_model, clip_pretrained, clip_model_cfg)]
         self.clip.model.requires_grad_(False)
         embed_dim = self._clip_embed_dim()
-        need = projection if projection is not None else self.text.hidden_size != embed_dim
-        if not need and self.text.hidden_size != embed_dim:
-            raise ConfigError(
-                f"projection=False needs equal widths; τθ has {self.text.hidden_size}, "
-                f"CLIP embeds in {embed_dim}."
-            )
-        self.projection = (
-            nn.Linear(self.text.hidden_size, embed_dim, bias=False) if need else nn.Identity()
+        clip_projection = None
+        if text_encoder == "clip":
+            self.text, clip_projection = text_conditioner_from_open_clip(self.clip)
+        else:
+            self.text = build_text_conditioner(text_encoder)
+        width = self.text.hidden_size
+        need = (
+            projection
+            if projection is not None
+            else (clip_projection is not None or width != embed_dim)
         )
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+        if not need and width != embed_dim:
+            raise ConfigError(
+                f"projection=False needs equal widths; τθ has {width}, CLIP embeds in {embed_dim}."
+            )
+        self.projection = nn.Linear(width, embed_dim, bias=False) if need else nn.Identity()
+        if need and clip_projection is not None:
+            with torch.no_grad():
+                self.projection.weight.copy_(clip_projection.T)
+        if init_temperature is None and clip_projection is not None:
+            scale = float(self.clip.model.logit_scale.detach())  # CLIP's own, already log
+        else:
+            scale = math.log(1 / (init_temperature or 0.07))
+        self.logit_scale = nn.Parameter(torch.tensor(scale))
         set_trainable(self.text, trainable_layers, train_embeddings)
 
     @property

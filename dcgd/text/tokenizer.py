@@ -29,14 +29,22 @@ def check_tokenizer(tokenizer: CLIPTokenizer, origin: str) -> CLIPTokenizer:
         raise ModelLoadError(
             f"the tokenizer loaded from {origin!r} is empty or broken (vocabulary size {size}). "
             "Offline, transformers can return a tokenizer with only special tokens instead of "
-            "raising. Point the config at a directory holding a saved tokenizer "
-            "(vocab.json + merges.txt), or use tokenizer: open_clip to build CLIP's BPE offline."
+            "raising. Point the config at a local directory holding a saved CLIP tokenizer "
+            "(tokenizer.json, or vocab.json + merges.txt), or write one offline from the BPE "
+            "vocabulary open_clip ships: dcgd.text.tokenizer.clip_tokenizer_from_open_clip()"
+            ".save_pretrained(<dir>/tokenizer)."
         )
     return tokenizer
 
 
-def clip_tokenizer_from_open_clip(model_max_length: int = 77) -> CLIPTokenizer:
-    """CLIP's tokenizer built from the BPE file open_clip ships (same ids as OpenAI CLIP)."""
+def clip_tokenizer_from_open_clip(
+    model_max_length: int = 77, pad_token: str = "<|endoftext|>"
+) -> CLIPTokenizer:
+    """CLIP's tokenizer built from the BPE file open_clip ships (same ids as OpenAI CLIP).
+
+    ``pad_token``: ``<|endoftext|>`` pads like Stable Diffusion 1.x; ``"!"`` (id 0) pads like
+    open_clip and Stable Diffusion 2.
+    """
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
 
     merges_text = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
@@ -47,7 +55,9 @@ def clip_tokenizer_from_open_clip(model_max_length: int = 77) -> CLIPTokenizer:
     vocab_list += ["".join(m) for m in merges]
     vocab_list += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: i for i, token in enumerate(vocab_list)}
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    tokenizer = CLIPTokenizer(
+        vocab=vocab, merges=merges, model_max_length=model_max_length, pad_token=pad_token
+    )
     return check_tokenizer(tokenizer, "open_clip's bundled BPE vocabulary")
 
 
