@@ -72,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="cpu", help="torch device for LPIPS / FID (default cpu)"
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="images of the same size scored together (default 16)",
+    )
 
 
 def index_images(folder: Path, problems: dict) -> dict[str, Path]:
@@ -103,6 +109,8 @@ def _size(x: torch.Tensor) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
     problems: dict[str, dict] = {
         k: {}
         for k in (
@@ -157,6 +165,23 @@ def run(args: argparse.Namespace) -> int:
         print("note: no --source given; the composite keeps the TARGET outside the mask")
 
     scored = 0
+    pending: list[tuple] = []  # images of one size, scored as one batch
+
+    def flush() -> None:
+        if not pending:
+            return
+        keys_, preds_, targets_, masks_, sources_, buckets_, ratios_ = zip(*pending, strict=True)
+        dev = args.device
+        pred, target, mask = (torch.cat(x).to(dev) for x in (preds_, targets_, masks_))
+        src = None if sources is None else torch.cat(sources_).to(dev)
+        bucket = torch.tensor(buckets_)
+        evaluator.update(pred, target, mask, src, bucket, list(keys_), list(ratios_))
+        if fid is not None:
+            result = composite(pred, target if src is None else src, mask)
+            fid.update(((target + 1) * 127.5).round().to(torch.uint8), real=True)
+            fid.update(((result + 1) * 127.5).round().to(torch.uint8), real=False)
+        pending.clear()
+
     for key in tqdm(keys, desc="evaluate", unit="img", file=sys.stderr):
         try:
             pred, target, mask = load_rgb(preds[key]), load_rgb(targets[key]), load_mask(masks[key])
@@ -175,22 +200,11 @@ def run(args: argparse.Namespace) -> int:
         if bucket == OUTSIDE:
             problems["outside_buckets"][key] = masked / total
             continue
-        dev = args.device
-        src = None if source is None else source.to(dev)
-        evaluator.update(
-            pred.to(dev),
-            target.to(dev),
-            mask.to(dev),
-            source=src,
-            bucket=torch.tensor([bucket]),
-            ids=[key],
-            ratios=[masked / total],
-        )
-        if fid is not None:
-            result = composite(pred.to(dev), target.to(dev) if src is None else src, mask.to(dev))
-            fid.update(((target.to(dev) + 1) * 127.5).round().to(torch.uint8), real=True)
-            fid.update(((result + 1) * 127.5).round().to(torch.uint8), real=False)
+        if pending and (len(pending) >= args.batch_size or pending[0][1].shape != pred.shape):
+            flush()
+        pending.append((key, pred, target, mask, source, bucket, masked / total))
         scored += 1
+    flush()
 
     _report_problems(problems)
     if scored == 0:
