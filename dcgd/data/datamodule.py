@@ -75,7 +75,8 @@ class InpaintingDataModule(L.LightningDataModule):
             in scikit-image / scikit-learn), ``places365``, ``paris`` or ``folder``.
         root: dataset folder (places365: torchvision layout or easyformat; paris: the folder
             holding ``paris_train_original/`` and ``paris_eval_gt/``; folder: any images,
-            split by ``train/ val/ test/`` sub-folders when present).
+            split by ``train/ val/ test/`` sub-folders when present, test falling back to
+            val; otherwise every split reads the whole folder).
         size: working resolution (square crops; the paper: 512).
         batch_size: per device (global batch = batch_size x devices x nodes).
         paste_probability: share of object-removal (paste) pairs; 0 = classic inpainting.
@@ -95,6 +96,10 @@ class InpaintingDataModule(L.LightningDataModule):
         description_cache: folder of the description cache (rank 0 writes, others read).
         places_small: Places365 256 px images (``data_256_standard``) rather than large.
         num_workers / pin_memory / persistent_workers / prefetch_factor: DataLoader settings.
+
+    Unreadable files are skipped and reported at the end of each epoch (the data module adds
+    :class:`SkippedFilesReport` to the trainer). A run resumed from any checkpoint continues
+    with exactly the samples the interrupted run would have drawn (see :meth:`state_dict`).
     """
 
     def __init__(
@@ -136,6 +141,16 @@ class InpaintingDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"size must be a multiple of 8 (the VAE and U-Net downsample); got {size}"
             )
+        if batch_size < 1 or num_workers < 0 or seed < 0:
+            raise ConfigError(
+                f"batch_size must be >= 1, num_workers >= 0 and seed >= 0; got {batch_size}, "
+                f"{num_workers} and {seed}"
+            )
+        if val_per_bucket < 1 or test_per_bucket < 1:
+            raise ConfigError(
+                "val_per_bucket and test_per_bucket must be >= 1 (to skip validation, set "
+                f"trainer.limit_val_batches: 0); got {val_per_bucket} and {test_per_bucket}"
+            )
         try:
             self.buckets = tuple(parse_bucket(b) for b in (buckets or BUCKET_NAMES))
             mask_settings = MaskSettings(mask_kind, box_probability, mask_dilation, mask_feather)
@@ -156,6 +171,7 @@ class InpaintingDataModule(L.LightningDataModule):
         self.pairs = PairSettings(paste_probability, paste_dilation, mask_settings)
         self.cutout_spec = (cutouts, cutout_masks, same_class_probability)
         self.mask_folder_spec = (mask_folder, invert_masks)
+        self._mask_folder: MaskFolder | None = None  # one per data module: read once
         self.train_length = train_length
         self.per_bucket = {"val": val_per_bucket, "test": test_per_bucket}
         self.seed = seed
@@ -184,6 +200,8 @@ class InpaintingDataModule(L.LightningDataModule):
             if self.pairs.paste_probability > 0:
                 cutouts = build_cutouts(*self.cutout_spec)
             folder, invert = self.mask_folder_spec
+            if folder and self._mask_folder is None:
+                self._mask_folder = MaskFolder(folder, invert)
             source = build_source(
                 self.dataset_name, split, self.root, self.size, self.train_length, self.places_small
             )
@@ -194,7 +212,7 @@ class InpaintingDataModule(L.LightningDataModule):
                 self.buckets,
                 self.pairs,
                 cutouts=cutouts,
-                mask_folder=MaskFolder(folder, invert) if folder else None,
+                mask_folder=self._mask_folder,
                 seed=self.seed,
                 per_bucket=self.per_bucket.get(split),
             )
