@@ -1,0 +1,102 @@
+"""Every experiment config parses, and the ablation files compose on the paper's configs.
+
+Only parsed (``--print_config``): the SD-sized ones are never built here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dcgd.cli import main
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+CONFIGS = sorted(EXPERIMENTS.glob("*.yaml"))
+ABLATIONS = sorted((EXPERIMENTS / "ablations").glob("*.yaml"))
+PAPER = ["places_sd.yaml", "paris_sd.yaml"]
+
+
+@functools.cache
+def _parse(*configs: Path) -> str:
+    argv = ["fit"]
+    for config in configs:
+        argv += ["--config", str(config)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--print_config"]) == 0
+    return out.getvalue()
+
+
+def _resolved(*configs: Path) -> dict:
+    """The config LightningCLI resolves from ``configs`` (parsed once per combination)."""
+    return yaml.safe_load(_parse(*configs))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_experiment_config_parses(config):
+    resolved = _resolved(config)
+    assert resolved["model"]["class_path"] and resolved["data"]["class_path"]
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_configs_are_the_paper_setting(name):
+    resolved = _resolved(EXPERIMENTS / name)
+    trainer, model = resolved["trainer"], resolved["model"]["init_args"]
+    data = resolved["data"]["init_args"]
+    assert model["pretrained_model"] == "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    assert data["size"] == 512
+    global_batch = (
+        data["batch_size"]
+        * trainer["devices"]
+        * trainer["num_nodes"]
+        * trainer["accumulate_grad_batches"]
+    )
+    assert global_batch == 64
+    assert model["lr"] == 1e-4 and model["weight_decay"] == 0.0  # Adam
+    assert trainer["precision"] == "bf16-mixed" and trainer["accelerator"] == "gpu"
+    assert (model["layout"], model["prompt_mode"], model["loss"]) == (
+        "paper_mask",
+        "dual",
+        "combined",
+    )
+
+
+# What each ablation file changes, and nothing else in the model.
+CHANGES = {
+    "prompt_none.yaml": {"prompt_mode": "none"},
+    "prompt_positive.yaml": {"prompt_mode": "positive"},
+    "prompt_negative.yaml": {"prompt_mode": "negative"},
+    "layout_paper.yaml": {"layout": "paper"},
+    "layout_inpaint.yaml": {"layout": "inpaint"},
+    "loss_branches.yaml": {"loss": "branches", "prompt_dropout": 0.1},
+}
+
+
+def test_the_ablations_are_the_ones_listed():
+    assert sorted(p.name for p in ABLATIONS) == sorted(CHANGES)
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda p: p.name)
+def test_an_ablation_composes_on_a_paper_config(ablation):
+    base = _resolved(EXPERIMENTS / "places_sd.yaml")
+    composed = _resolved(EXPERIMENTS / "places_sd.yaml", ablation)
+    changed = {
+        key: value
+        for key, value in composed["model"]["init_args"].items()
+        if base["model"]["init_args"][key] != value
+    }
+    assert changed == {
+        k: v for k, v in CHANGES[ablation.name].items() if base["model"]["init_args"][k] != v
+    }
+    assert changed, "the ablation must change the model"
+    assert composed["data"] == base["data"]
+    # Its own run directory and MLflow run name, so ablations never resume each other.
+    assert composed["trainer"]["default_root_dir"] != base["trainer"]["default_root_dir"]
+    logger = composed["trainer"]["logger"]["init_args"]
+    assert logger["run_name"] == ablation.stem
+    assert logger["experiment_name"] == base["trainer"]["logger"]["init_args"]["experiment_name"]
