@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -32,6 +33,12 @@ from dcgd.errors import ConfigError, DataError
 from dcgd.text.describer_base import Describer, attach_descriptions
 
 DATASETS = ("procedural", "photos", "places365", "paris", "folder")
+
+
+def _one_thread_worker(worker_id: int) -> None:
+    """Workers are the parallelism: OpenCV's own threads in each would oversubscribe the CPU
+    (torch already runs one thread per worker)."""
+    cv2.setNumThreads(1)
 
 
 class EpochSampler(DistributedSampler):
@@ -241,6 +248,7 @@ class InpaintingDataModule(L.LightningDataModule):
             sampler=sampler,
             shuffle=False,
             drop_last=sampler is not None,
+            worker_init_fn=_one_thread_worker,
             **self.loader_settings,
         )
 
