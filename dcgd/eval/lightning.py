@@ -122,6 +122,7 @@ class TableOneCallback(L.Callback):
         self.column = "model"
         self._grid: dict[str, list[torch.Tensor]] = {}
         self.results: dict[str, dict[str, dict[str, float]]] = {}  # after the epoch, all ranks
+        self.active = True
 
     # ------------------------------------------------------------------ setup
     def _removal_scorers(self, trainer: L.Trainer) -> list:
@@ -157,6 +158,17 @@ class TableOneCallback(L.Callback):
         return ClipAtN.from_describer(describer, self.clip_top_n)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # One table per run: with several of these callbacks (a default plus one added on the
+        # command line), the last one (the user's) runs.
+        mine = [c for c in trainer.callbacks if isinstance(c, TableOneCallback)]
+        self.active = mine[-1] is self
+        if not self.active:
+            warnings.warn(
+                f"{len(mine)} TableOneCallbacks are configured; only the last one runs",
+                stacklevel=2,
+            )
+            self.evaluator, self.tables = None, {}
+            return
         buckets = getattr(getattr(trainer, "datamodule", None), "buckets", None) or PAPER_BUCKETS
         self.evaluator = Evaluator(
             lpips=self.lpips,
@@ -192,6 +204,8 @@ class TableOneCallback(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if not self.active:
+            return
         if not isinstance(outputs, Mapping) or "result" not in outputs:
             raise DCGDError(
                 f"TableOneCallback needs {type(pl_module).__name__}.test_step to return "

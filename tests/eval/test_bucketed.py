@@ -69,3 +69,47 @@ def test_bad_updates_are_refused():
         metric.update({"psnr": torch.zeros(1)}, torch.tensor([7]))
     with pytest.raises(ValueError, match="2 scores for 1 images"):
         metric.update({"psnr": torch.zeros(2)}, torch.tensor([0]))
+
+
+def _rank(rank: int, world: int, init: str, out: str) -> None:
+    """One process of the DDP test: its own images, then the collective reductions."""
+    import json
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        metric = BucketedMetrics(NAMES)
+        if rank == 0:
+            _fill(metric, [20.0, 30.0, 25.0], [0, 0, 1])
+        else:
+            _fill(metric, [10.0, 40.0, 35.0, 33.0, 1.0], [0, 1, 1, 3, -1], start=3)
+        result = {
+            "means": metric.compute(),
+            "counts": metric.counts_per_bucket(),
+            "per_metric": metric.counts_per_metric(),
+            "ids": [r["id"] for r in metric.gather_rows()],
+            "local": int(metric.images.sum()),
+        }
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(result, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: ~10 s of imports
+def test_reduction_under_a_real_two_process_group(tmp_path):
+    import json
+
+    init = f"file://{tmp_path / 'store'}"
+    torch.multiprocessing.start_processes(
+        _rank, args=(2, init, str(tmp_path)), nprocs=2, start_method="spawn"
+    )
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for result in results:
+        psnr = result["means"]["psnr"]
+        assert psnr["0.01-0.1"] == pytest.approx((20 + 30 + 10) / 3)
+        assert psnr["0.1-0.2"] == pytest.approx((25 + 40 + 35) / 3)
+        assert psnr["all"] == pytest.approx((20 + 30 + 25 + 10 + 40 + 35 + 33) / 7)
+        assert result["counts"]["all"] == 7 and result["counts"]["outside"] == 1
+        assert result["per_metric"]["residue"]["all"] == 4
+        assert result["ids"] == [f"img{i}" for i in range(8)]
+    assert [r["local"] for r in results] == [3, 4]  # the local states are left unreduced
