@@ -111,7 +111,7 @@ def postgres_url():
 def write_spec(path: Path, **overrides) -> Path:
     """A function sweep over the toy objective (a grid of 6 values of x) with ``overrides``."""
     spec = {
-        "study": "toy",
+        "study": study_name(path.parent),
         "kind": "function",
         "sampler": "grid",
         "n_trials": 6,
@@ -130,6 +130,11 @@ def write_spec(path: Path, **overrides) -> Path:
             spec[key] = value
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def study_name(workdir: Path) -> str:
+    """A study name of its own per test: the PostgreSQL database is shared by the session."""
+    return f"toy-{workdir.name}"
 
 
 def start_worker(spec: Path, cwd: Path, storage: str | None = None, **env) -> subprocess.Popen:

@@ -17,13 +17,15 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from dcgd.cli import main
-from tests.sweeps.conftest import finish, markers, start_worker, write_spec
+from dcgd.sweeps.storage import with_driver
+from tests.sweeps.conftest import finish, markers, start_worker, study_name, write_spec
 
 GRID = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
 
 
-def _study(storage: str, name: str = "toy") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=storage)
+def _study(storage: str, workdir) -> optuna.Study:
+    # The URL as a user gives it; with_driver picks psycopg2 where psycopg 3 is absent.
+    return optuna.load_study(study_name=study_name(workdir), storage=with_driver(storage))
 
 
 def _children(workdir, experiment: str = "toy") -> tuple[list, list]:
@@ -55,7 +57,7 @@ def test_two_workers_share_one_study_without_duplicates_or_losses(workdir, stora
     for code, output in outputs:
         assert code == 0, output
 
-    trials = _study(storage).get_trials()
+    trials = _study(storage, workdir).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert sorted(t.params["x"] for t in trials) == GRID  # every grid point exactly once
     done = markers(workdir, "done")
@@ -92,7 +94,7 @@ def test_a_killed_workers_trial_is_retried(workdir, kill_storage):
     code, output = finish(start_worker(spec, workdir, kill_storage))
     assert code == 0, output
 
-    trials = _study(kill_storage).get_trials()
+    trials = _study(kill_storage, workdir).get_trials()
     states = {t.number: t.state for t in trials}
     assert states.pop(dead_number) == TrialState.FAIL  # the dead worker's trial...
     assert set(states.values()) == {TrialState.COMPLETE}
@@ -114,12 +116,12 @@ def test_rerun_adds_nothing_and_a_larger_n_trials_adds_the_difference(workdir, c
 
     assert main(["sweep", "--config", str(spec)]) == 0
     assert (workdir / "sweeps" / "optuna.db").is_file()  # the default storage
-    assert len(_study(storage).trials) == 3
+    assert len(_study(storage, workdir).trials) == 3
     assert main(["sweep", "--config", str(spec)]) == 0
-    assert len(_study(storage).trials) == 3
+    assert len(_study(storage, workdir).trials) == 3
     assert len(markers(workdir, "start")) == 3  # the re-run ran nothing
     assert main(["sweep", "--config", str(spec), "--n-trials", "5"]) == 0
-    trials = _study(storage).trials
+    trials = _study(storage, workdir).trials
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(n for n, _ in markers(workdir, "start")) == [0, 1, 2, 3, 4]
@@ -129,7 +131,7 @@ def test_rerun_adds_nothing_and_a_larger_n_trials_adds_the_difference(workdir, c
 def test_grid_stops_when_exhausted_even_with_more_trials_asked(workdir):
     spec = write_spec(workdir / "toy.yaml", n_trials=50)
     assert main(["sweep", "--config", str(spec)]) == 0
-    trials = _study(f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}").trials
+    trials = _study(f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}", workdir).trials
     assert sorted(t.params["x"] for t in trials) == GRID
 
 
@@ -137,17 +139,17 @@ def test_a_refused_configuration_is_spent_and_the_sweep_goes_on(workdir):
     spec = write_spec(workdir / "toy.yaml", n_trials=2, search_space={"x": ["refuse", 0.2]})
     storage = f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}"
     assert main(["sweep", "--config", str(spec)]) == 0
-    states = {t.params["x"]: t.state for t in _study(storage).trials}
+    states = {t.params["x"]: t.state for t in _study(storage, workdir).trials}
     assert states == {"refuse": TrialState.FAIL, 0.2: TrialState.COMPLETE}
     assert main(["sweep", "--config", str(spec)]) == 0  # tried once is enough: no retry
-    assert len(_study(storage).trials) == 2
+    assert len(_study(storage, workdir).trials) == 2
 
 
 def test_a_crashing_trial_stops_the_worker_and_is_queued_again(workdir):
     spec = write_spec(workdir / "toy.yaml", n_trials=1, search_space={"x": ["crash"]})
     with pytest.raises(ValueError, match="toy crash"):
         main(["sweep", "--config", str(spec)])
-    trials = _study(f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}").trials
+    trials = _study(f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}", workdir).trials
     assert [(t.state, t.params["x"]) for t in trials] == [
         (TrialState.FAIL, "crash"),
         (TrialState.WAITING, "crash"),  # the next worker (or re-run) retries it
