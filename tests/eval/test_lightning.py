@@ -96,6 +96,30 @@ def test_table_without_mlflow_lands_in_the_run_directory(tmp_path):
     )
 
 
+def test_clip_at_n_column_with_a_saved_clip(tmp_path):
+    from dcgd.text.clip_model import load_clip, save_clip, tiny_clip_config
+
+    config = tiny_clip_config()
+    save_clip(load_clip(model_cfg=config).model, config, tmp_path / "clip")  # random: wiring
+    callback = TableOneCallback(
+        baselines=[],
+        lpips=[],
+        removal=["clip"],
+        clip_model=str(tmp_path / "clip"),
+        clip_vocabulary="procedural_objects.txt",
+        clip_scene_vocabulary="procedural_scenes.txt",
+        clip_templates="procedural_templates.txt",
+        clip_top_n=[1, 3],
+    )
+    _trainer(callback, tmp_path).test(Blur(), datamodule=_datamodule(per_bucket=1))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "eval" / "per_image.csv").read_text())))
+    assert len(rows) == 4 and {r["kind"] for r in rows} == {"hole", "paste"}
+    for row in rows:  # defined on paste pairs only, and a success rate
+        values = {row["clip@1"], row["clip@3"]}
+        assert values == {"nan"} if row["kind"] == "hole" else values <= {"0.0", "1.0"}
+    assert "clip@1: CLIP@N (inst-inpaint)" in (tmp_path / "eval" / "protocol.txt").read_text()
+
+
 def test_a_test_step_without_result_is_a_clear_error(tmp_path):
     callback = TableOneCallback(baselines=[], lpips=[], removal=[])
     with pytest.raises(DCGDError, match=r"test_step to return \{'result'"):
