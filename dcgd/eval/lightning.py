@@ -158,13 +158,13 @@ class TableOneCallback(L.Callback):
         return ClipAtN.from_describer(describer, self.clip_top_n)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # One table per run: with several of these callbacks (a default plus one added on the
-        # command line), the last one (the user's) runs.
+        # One table per run. LightningCLI puts the configured trainer.callbacks before its
+        # defaults, so with a default one and one the user configured, the first is the user's.
         mine = [c for c in trainer.callbacks if isinstance(c, TableOneCallback)]
-        self.active = mine[-1] is self
+        self.active = mine[0] is self
         if not self.active:
             warnings.warn(
-                f"{len(mine)} TableOneCallbacks are configured; only the last one runs",
+                f"{len(mine)} TableOneCallbacks are configured; only the first one runs",
                 stacklevel=2,
             )
             self.evaluator, self.tables = None, {}
@@ -272,7 +272,7 @@ class TableOneCallback(L.Callback):
             rows += [{"method": column, **row} for row in column_rows]
         self.results = results
         for metric, per in results[self.column].items():
-            pl_module.log(metric_key("test", metric), per["all"], sync_dist=False)
+            pl_module.log(metric_key("test", metric), per["all"], sync_dist=True)
         if trainer.is_global_zero:
             self._write(trainer, results, counts, metric_counts, rows)
 
