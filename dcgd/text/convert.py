@@ -23,10 +23,6 @@ from dcgd.text.clip_model import LoadedClip
 from dcgd.text.conditioner import TextConditioner
 from dcgd.text.tokenizer import clip_tokenizer_from_open_clip
 
-# open_clip pads with token 0 ("!"); SD 2's tokenizer does the same, so padded positions
-# of the hidden states match open_clip's exactly.
-OPEN_CLIP_PAD_TOKEN = "!"
-
 
 def _text_tower(clip: nn.Module) -> nn.Module:
     """The module holding the text transformer (``CLIP`` itself, or ``CustomTextCLIP.text``)."""
@@ -83,7 +79,7 @@ def text_config_from_open_clip(clip: LoadedClip) -> CLIPTextConfig:
         projection_dim=_projection(tower).shape[1],
         bos_token_id=49406,
         eos_token_id=49407,
-        pad_token_id=0,
+        pad_token_id=49407,
     )
 
 
@@ -136,6 +132,9 @@ def text_conditioner_from_open_clip(clip: LoadedClip) -> tuple[TextConditioner, 
     """The open_clip text tower as a ``TextConditioner``, and its ``[width, embed_dim]``
     projection into CLIP's joint space (``pooled @ projection`` = open_clip's text embedding).
 
+    Hidden states equal open_clip's up to the end-of-text token; after it they differ only
+    because the tokenizer pads with end-of-text (SD 1.x) where open_clip pads with 0.
+
     Save the conditioner with ``save_pretrained(dir)``: ``DCGDModule(text_encoder=dir)`` and
     ``CLIPTextModel.from_pretrained(dir, subfolder="text_encoder")`` load it.
     """
@@ -147,7 +146,5 @@ def text_conditioner_from_open_clip(clip: LoadedClip) -> tuple[TextConditioner, 
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ModelLoadError(f"open_clip -> CLIPTextModel mapping failed: {missing, unexpected}")
-    tokenizer = clip_tokenizer_from_open_clip(
-        model_max_length=config.max_position_embeddings, pad_token=OPEN_CLIP_PAD_TOKEN
-    )
+    tokenizer = clip_tokenizer_from_open_clip(model_max_length=config.max_position_embeddings)
     return TextConditioner(model.eval(), tokenizer), _projection(tower).clone().float()

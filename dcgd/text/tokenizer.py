@@ -37,13 +37,11 @@ def check_tokenizer(tokenizer: CLIPTokenizer, origin: str) -> CLIPTokenizer:
     return tokenizer
 
 
-def clip_tokenizer_from_open_clip(
-    model_max_length: int = 77, pad_token: str = "<|endoftext|>"
-) -> CLIPTokenizer:
+def clip_tokenizer_from_open_clip(model_max_length: int = 77) -> CLIPTokenizer:
     """CLIP's tokenizer built from the BPE file open_clip ships (same ids as OpenAI CLIP).
 
-    ``pad_token``: ``<|endoftext|>`` pads like Stable Diffusion 1.x; ``"!"`` (id 0) pads like
-    open_clip and Stable Diffusion 2.
+    It pads with ``<|endoftext|>`` like Stable Diffusion 1.x; open_clip pads with id 0 (``!``),
+    but a ``!`` pad token would also be matched inside prompts ("stop!" -> pad id).
     """
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
 
@@ -55,9 +53,7 @@ def clip_tokenizer_from_open_clip(
     vocab_list += ["".join(m) for m in merges]
     vocab_list += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: i for i, token in enumerate(vocab_list)}
-    tokenizer = CLIPTokenizer(
-        vocab=vocab, merges=merges, model_max_length=model_max_length, pad_token=pad_token
-    )
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
     return check_tokenizer(tokenizer, "open_clip's bundled BPE vocabulary")
 
 
