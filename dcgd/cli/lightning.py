@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dcgd.data.datamodule import SkippedFilesReport
 from dcgd.errors import ConfigError, DCGDError
+from dcgd.eval.lightning import TableOneCallback
 from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
 
@@ -44,10 +45,14 @@ class DCGDCLI(LightningCLI):
             config.checkpoint.dirpath = str(root / "checkpoints")
         ckpt_path = config.get("ckpt_path")
         if ckpt_path:
-            self._resume_mlflow_run(config, ckpt_path)
+            config.ckpt_path = str(self._checkpoint_file(config, ckpt_path))
+            self._resume_mlflow_run(config, Path(config.ckpt_path))
+        elif hpc := hpc_checkpoint(root):
+            # A requeued SLURM job: Lightning resumes from this file by itself; log to its run.
+            self._resume_mlflow_run(config, hpc)
 
-    def _resume_mlflow_run(self, config, ckpt_path: str) -> None:
-        """Continue the checkpoint's MLflow run instead of starting a new one."""
+    @staticmethod
+    def _checkpoint_file(config, ckpt_path: str) -> Path:
         path = Path(ckpt_path)
         if ckpt_path == "last" and config.get("checkpoint") is not None:
             path = Path(config.checkpoint.dirpath) / "last.ckpt"
@@ -56,7 +61,11 @@ class DCGDCLI(LightningCLI):
                 f"checkpoint {str(path)!r} does not exist; give an existing .ckpt to --ckpt_path "
                 "(or 'last' to resume from <default_root_dir>/checkpoints/last.ckpt)"
             )
-        config.ckpt_path = str(path)
+        return path
+
+    @staticmethod
+    def _resume_mlflow_run(config, path: Path) -> None:
+        """Continue the checkpoint's MLflow run instead of starting a new one."""
         run_id = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get(
             "mlflow_run_id"
         )
@@ -67,6 +76,16 @@ class DCGDCLI(LightningCLI):
                 init.run_id = run_id
 
 
+def hpc_checkpoint(root: Path) -> Path | None:
+    """The checkpoint Lightning resumes a requeued SLURM job from (``hpc_ckpt_<n>.ckpt``, the
+    highest n in ``default_root_dir``), if any."""
+    found = [(int(m[1]), p) for p in root.glob("hpc_ckpt_*.ckpt") if (m := _HPC.match(p.name))]
+    return max(found)[1] if found else None
+
+
+_HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt$")
+
+
 def build_cli(args: list[str] | None = None) -> DCGDCLI:
     return DCGDCLI(
         LightningModule,
@@ -75,7 +94,14 @@ def build_cli(args: list[str] | None = None) -> DCGDCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfigToMLflow,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [RunSummary(), RememberMLflowRun(), SkippedFilesReport()]},
+        trainer_defaults={
+            "callbacks": [
+                RunSummary(),
+                RememberMLflowRun(),
+                SkippedFilesReport(),
+                TableOneCallback(),
+            ]
+        },
         args=args,
         parser_kwargs={"exit_on_error": False},
         auto_configure_optimizers=False,

@@ -83,3 +83,35 @@ def test_resume_continues_the_same_mlflow_run(quickstart_run, monkeypatch):
     client = MlflowClient(f"sqlite:///{quickstart_run / 'mlflow.db'}")
     steps = [m.step for m in client.get_metric_history(before, "train/loss")]
     assert max(steps) >= 62  # the resumed steps were logged to it
+
+
+@pytest.mark.slow
+def test_requeued_slurm_job_resumes_from_its_hpc_checkpoint_into_the_same_run(
+    quickstart_run, monkeypatch
+):
+    import shutil
+
+    import torch
+
+    monkeypatch.chdir(quickstart_run)
+    root = quickstart_run / "runs" / "quickstart"
+    step = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    # What Lightning writes on SIGUSR1 before requeueing; a lower-numbered stale one too.
+    shutil.copy(root / "checkpoints" / "last.ckpt", root / "hpc_ckpt_2.ckpt")
+    shutil.copy(root / "checkpoints" / "last.ckpt", root / "hpc_ckpt_10.ckpt")
+    before = _run(quickstart_run).info.run_id
+    argv = ["fit", "--config", QUICKSTART, *SHORT, "--trainer.max_steps", str(step + 2)]
+    assert main(argv) == 0  # no --ckpt_path: the requeued job's command line
+    assert _run(quickstart_run).info.run_id == before
+    client = MlflowClient(f"sqlite:///{quickstart_run / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(before, "train/loss")]
+    assert max(steps) >= step  # continued from the hpc checkpoint, not from step 0
+
+
+def test_hpc_checkpoint_is_the_highest_numbered(tmp_path):
+    from dcgd.cli.lightning import hpc_checkpoint
+
+    assert hpc_checkpoint(tmp_path) is None
+    for name in ("hpc_ckpt_2.ckpt", "hpc_ckpt_10.ckpt", "hpc_ckpt_x.ckpt", "last.ckpt"):
+        (tmp_path / name).write_bytes(b"")
+    assert hpc_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_10.ckpt"
