@@ -32,6 +32,13 @@ HELP = "remove the masked objects from images with a trained model (.ckpt or exp
 LOSSY = (".jpg", ".jpeg", ".webp")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -54,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompt-mode", choices=PROMPT_MODES, help="default: the model's")
     parser.add_argument("--w", type=float, help="guidance weight of eq. 6 (default: the model's)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's)")
     parser.add_argument("--seed", type=int, help="seed (default: the model's); per image name")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the model's")
     parser.add_argument(
@@ -67,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="window side as a multiple of the mask's box side (default 2)",
     )
     parser.add_argument(
-        "--resolution", type=int, help="side the model runs at (default: its training size)"
+        "--resolution",
+        type=positive_int,
+        help="side the model runs at (default: its training size)",
     )
     parser.add_argument("--t-info", help="positive prompt: what the image shows (all images)")
     parser.add_argument("--t-mask", help="negative prompt: the object to remove (all images)")
@@ -160,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         print("note: a lossy format changes pixels outside the mask too; use PNG to keep them")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
     pipeline = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
     sampling = {
         k: v
