@@ -196,11 +196,12 @@ class DCGDPipeline:
         try:
             module = DCGDModule.from_checkpoint_dict(checkpoint)
         except ModelLoadError as err:
-            origin = checkpoint["hyper_parameters"].get("pretrained_model")
+            hp = checkpoint["hyper_parameters"]
+            origin = {k: hp.get(k) for k in ("pretrained_model", "text_encoder") if hp.get(k)}
             raise ModelLoadError(
                 f"cannot rebuild the model of checkpoint {path}: {one_line(err)}. A .ckpt needs "
-                f"the model it was fine-tuned from (pretrained_model: {origin!r}); a folder "
-                "written by 'python -m dcgd export' does not"
+                f"what it was built from ({origin}); a folder written by 'python -m dcgd "
+                "export' does not"
             ) from None
         return module.pipeline(use_ema=use_ema)
 
