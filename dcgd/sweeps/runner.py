@@ -52,6 +52,9 @@ class TrialContext:
     study_name: str
     storage_url: str
     trial: optuna.trial.Trial
+    tracking_uri: str
+    experiment: str
+    storage: optuna.storages.BaseStorage  # uncached: reads what other processes wrote
 
 
 @dataclass
@@ -231,7 +234,17 @@ def _run_trial(
     params = {p.name: p.suggest(trial) for p in spec.space}
     retry_of = storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
     run_id = tracker.start_trial(trial, {**params, **kind.fixed_params()}, retry_of)
-    context = TrialContext(trial.number, trial._trial_id, run_id, spec.study, url, trial)
+    context = TrialContext(
+        trial.number,
+        trial._trial_id,
+        run_id,
+        spec.study,
+        url,
+        trial,
+        tracker.uri,
+        tracker.experiment,
+        storage,
+    )
     again = f" (retry of trial {retry_of[-1]})" if retry_of else ""
     _log(f"trial {trial.number}: {_describe(params)}{again}")
     with Heartbeat(storage, trial._trial_id, spec.storage.heartbeat_interval):

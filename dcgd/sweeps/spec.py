@@ -119,11 +119,7 @@ class SweepSpec:
             raise ConfigError(f"sampler {name}: {err}") from None
 
     def build_pruner(self) -> optuna.pruners.BasePruner:
-        options = {k: v for k, v in self.pruning.items() if k not in ("pruner", "monitor")}
-        try:
-            return PRUNERS[self.pruning.get("pruner", "none")](**options)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"pruning: {err}") from None
+        return build_pruner(self.pruning)
 
     def with_overrides(self, n_trials: int | None = None, storage: str | None = None) -> SweepSpec:
         """The spec with the command line's ``--n-trials`` / ``--storage`` applied."""
@@ -133,6 +129,16 @@ class SweepSpec:
         if storage is not None:
             spec = replace(spec, storage=replace(spec.storage, url=storage))
         return spec
+
+
+def build_pruner(pruning: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner of a ``pruning:`` section: ``pruner`` names it, the other keys (but
+    ``monitor``) are its arguments, e.g. ``{pruner: median, n_warmup_steps: 100}``."""
+    options = {k: v for k, v in pruning.items() if k not in ("pruner", "monitor")}
+    try:
+        return PRUNERS[pruning.get("pruner", "none")](**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"pruning: {err}") from None
 
 
 def _section(raw: dict, key: str) -> dict[str, Any]:

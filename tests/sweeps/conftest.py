@@ -23,7 +23,8 @@ QUICKSTART = REPO / "experiments" / "quickstart.yaml"
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """The quick-start config trained for 2 steps at 32 px: a real DCGDModule checkpoint whose
-    run directory holds the config.yaml that fit saved (4 val images, 2 sampling steps)."""
+    run directory holds the config.yaml that fit saved (4 val images in batches of 2, 2
+    sampling steps)."""
     from dcgd.cli import main
 
     workdir = tmp_path_factory.mktemp("tiny-ckpt")
@@ -36,6 +37,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         "--trainer.default_root_dir", str(workdir / "run"),
         "--data.init_args.size", "32",
         "--data.init_args.val_per_bucket", "1",
+        "--data.init_args.batch_size", "2",
         "--model.init_args.val_steps", "2",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
