@@ -110,6 +110,12 @@ def weights_fingerprint(model: nn.Module) -> str:
 def _unknown_model_error(name: str) -> ModelLoadError:
     import open_clip
 
+    if "/" in name or name.startswith((".", "~")):
+        return ModelLoadError(
+            f"open_clip model directory {name!r} does not exist. Train the built-in tiny CLIP "
+            "there with `python -m dcgd fit --config experiments/clip_procedural.yaml`, or give "
+            "an open_clip model name (ViT-B-32) with a pretrained tag or checkpoint file."
+        )
     close = [m for m in open_clip.list_models() if name.lower()[:5] in m.lower()][:8]
     hint = f" Similar names: {', '.join(close)}." if close else ""
     return ModelLoadError(

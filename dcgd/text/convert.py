@@ -147,4 +147,4 @@ def text_conditioner_from_open_clip(clip: LoadedClip) -> tuple[TextConditioner, 
     if missing or unexpected:
         raise ModelLoadError(f"open_clip -> CLIPTextModel mapping failed: {missing, unexpected}")
     tokenizer = clip_tokenizer_from_open_clip(model_max_length=config.max_position_embeddings)
-    return TextConditioner(model.eval(), tokenizer), _projection(tower).clone().float()
+    return TextConditioner(model, tokenizer), _projection(tower).clone().float()

@@ -130,6 +130,7 @@ class TextEncoderModule(L.LightningModule):
             scale = math.log(1 / (init_temperature or 0.07))
         self.logit_scale = nn.Parameter(torch.tensor(scale))
         set_trainable(self.text, trainable_layers, train_embeddings)
+        self.text.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
 
     @property
     def clip(self) -> LoadedClip:

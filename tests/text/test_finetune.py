@@ -26,8 +26,11 @@ def _described(datamodule, split="val"):
 
 @torch.no_grad()
 def _loss(module, batch) -> float:
+    training = module.training
     module.eval()
-    return float(module.contrastive_loss(batch))
+    loss = float(module.contrastive_loss(batch))
+    module.train(training)
+    return loss
 
 
 def test_alignment_lowers_the_contrastive_loss_and_saves_a_loadable_encoder(trained_clip, tmp_path):

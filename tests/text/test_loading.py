@@ -80,6 +80,7 @@ def test_other_weights_change_the_identity():
     ("kwargs", "message"),
     [
         ({"model": "ViT-Q-99"}, "neither an open_clip model name nor an existing directory"),
+        ({"model": "runs/clip_procedural/clip"}, "directory .* does not exist. Train"),
         ({"model": "ViT-B-32"}, "needs pretrained weights"),
         ({"model": "ViT-B-32", "pretrained": "no_such_tag"}, "neither a pretrained tag"),
         ({"model_cfg": {"embed_dim": 8}}, "lacks"),
