@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -36,8 +35,11 @@ def quickstart_run(tmp_path_factory):
 
 
 def _run(workdir: Path):
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["dcgd-quickstart"], output_format="list")
+    # A client on this store, not mlflow.set_tracking_uri: global state would leak into
+    # other tests' MLflow calls.
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dcgd-quickstart")
+    runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     return runs[0]
 
