@@ -62,4 +62,9 @@ def ablation(params, context):
     mae = {b: 0.01 * (1 + k) - 0.001 * gain for b, k in buckets.items()}
     psnr["all"] = sum(psnr.values()) / 4
     mae["all"] = sum(mae.values()) / 4
-    return {"psnr": psnr, "mae": mae}
+    from PIL import Image
+
+    from dcgd.sweeps.runner import TrialResult
+
+    shade = int(40 * MODE_GAIN[params["prompt_mode"]])  # an "image grid" to log
+    return TrialResult({"psnr": psnr, "mae": mae}, Image.new("RGB", (24, 8), (shade, 0, 0)))
