@@ -23,11 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--storage",
-        help="Optuna storage URL (default sqlite:///sweeps/optuna.db); "
-        "postgresql://user:pass@host:5432/db to share one study across machines",
+        help="Optuna storage URL (default $DCGD_SWEEP_STORAGE, else sqlite:///sweeps/optuna.db); "
+        "postgresql://user:pass@host:5432/db to share one study across machines (the "
+        "variable keeps the password off the command line)",
     )
     parser.add_argument(
         "--n-trials", type=int, help="total trials of the study (overrides the spec's n_trials)"
+    )
+    parser.add_argument(
+        "--launcher",
+        help="training sweeps: run each fit as a child through this prefix, e.g. "
+        "'srun python -m dcgd' or 'torchrun --nproc_per_node=4 -m dcgd' (default: in-process)",
+    )
+    parser.add_argument(
+        "--fit-args",
+        help="training sweeps: extra fit options for every trial, in one string, e.g. "
+        "'--trainer.devices 4 --trainer.strategy ddp' (appended to the spec's training.args)",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -53,14 +64,29 @@ def build_trials(spec, checkpoint: Path | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import shlex
     from dataclasses import replace
 
     from dcgd.sweeps.runner import run_sweep
     from dcgd.sweeps.spec import load_spec
+    from dcgd.sweeps.storage import STORAGE_ENV
 
-    spec = load_spec(args.config).with_overrides(n_trials=args.n_trials, storage=args.storage)
+    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    spec = load_spec(args.config).with_overrides(n_trials=args.n_trials, storage=storage)
     if args.tracking_uri:
         spec = replace(spec, tracking_uri=args.tracking_uri)
+    if args.launcher or args.fit_args:
+        if spec.kind != "training":
+            raise ConfigError(
+                f"--launcher / --fit-args apply to training sweeps; this one is {spec.kind}"
+            )
+        training = dict(spec.training)
+        if args.launcher:
+            training["launcher"] = args.launcher
+        if args.fit_args:
+            training["args"] = [*(training.get("args") or []), *shlex.split(args.fit_args)]
+        spec = replace(spec, training=training)
     report = run_sweep(spec, build_trials(spec, args.checkpoint))
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(report.states.items()))
     print(f"\ndcgd sweep: study {report.study!r} in {report.storage}: {states or 'no trials'}")

@@ -24,11 +24,11 @@ import optuna
 from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
 from dcgd.sweeps.spec import build_pruner
+from dcgd.sweeps.storage import STORAGE_ENV
 
 # optuna_integration.pytorch_lightning's system attribute keys (module constants there).
 PRUNED_KEY = "ddp_pl:pruned"
 STEP_KEY = "ddp_pl:epoch"
-STORAGE_ENV = "DCGD_SWEEP_STORAGE"  # keeps a database password off the command line
 
 
 class TrialPruning(PyTorchLightningPruningCallback):

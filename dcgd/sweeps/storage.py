@@ -29,6 +29,7 @@ from dcgd.errors import ConfigError, TrackingError
 from dcgd.sweeps.spec import StorageSettings
 
 DEFAULT_STORAGE = "sqlite:///sweeps/optuna.db"
+STORAGE_ENV = "DCGD_SWEEP_STORAGE"  # the storage URL, kept off command lines (passwords)
 SQLITE_TIMEOUT_S = 60  # sqlite waits this long for another worker's write instead of failing
 
 

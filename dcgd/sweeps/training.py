@@ -126,7 +126,8 @@ class TrainingTrials:
         return [f"--trainer.callbacks+={json.dumps(callback)}"]
 
     def run(self, params: dict[str, Any], context: TrialContext) -> TrialResult:
-        from dcgd.sweeps.pruning import STORAGE_ENV, raise_if_pruned
+        from dcgd.sweeps.pruning import raise_if_pruned
+        from dcgd.sweeps.storage import STORAGE_ENV
 
         run_dir = self.root / f"trial-{context.number:04d}"
         in_process = not self.launcher

@@ -3,6 +3,8 @@ in its own run directory, logged into its MLflow child run, pruned from val/loss
 
 from __future__ import annotations
 
+import sys
+
 import optuna
 import pytest
 import torch
@@ -73,8 +75,10 @@ def test_each_trial_is_a_fit_with_its_overrides_in_its_own_run(workdir):
 
 
 @pytest.mark.slow
-def test_a_trial_is_pruned_from_its_validation_loss(workdir):
+def test_a_trial_is_pruned_from_its_validation_loss_in_a_launched_fit(workdir):
     # ThresholdPruner(upper=0): any positive val/loss prunes at the first validation (step 1).
+    # The fit runs as a child process through --launcher, as under srun / torchrun: it reports
+    # to the trial through the storage, and the sweep reads the decision after it exits.
     spec = _spec(
         workdir / "prune.yaml",
         study="prune",
@@ -85,7 +89,8 @@ def test_a_trial_is_pruned_from_its_validation_loss(workdir):
         },
         pruning={"pruner": "threshold", "monitor": "val/loss", "upper": 0.0},
     )
-    assert main(["sweep", "--config", str(spec)]) == 0
+    launcher = f"{sys.executable} -m dcgd"
+    assert main(["sweep", "--config", str(spec), "--launcher", launcher]) == 0
     [trial] = _study(workdir, "prune").trials
     assert trial.state == TrialState.PRUNED
     # Only step 1 was reported: the fit stopped there instead of validating again at step 2.
