@@ -39,6 +39,7 @@ from dcgd.sweeps.storage import (
 from dcgd.sweeps.tracking import StudyTracker, metric_items
 
 USER_ERROR_ATTR = "dcgd_user_error"
+WAIT_POLL_S = 10  # how often a worker with nothing to run looks at its peers' trials
 SPEC_ATTR = "dcgd_spec"
 
 
@@ -211,8 +212,8 @@ def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
                 storage.record_heartbeat(trial._trial_id)
         if action == "done":
             break
-        if action == "wait":
-            time.sleep(spec.storage.heartbeat_interval)
+        if action == "wait":  # a peer's trial may still die and need this worker
+            time.sleep(min(spec.storage.heartbeat_interval, WAIT_POLL_S))
             continue
         _run_trial(study, storage, trial, spec, kind, tracker, url)
         ran.append(trial.number)

@@ -40,6 +40,10 @@ from dcgd.sweeps.spec import SweepSpec
 SETTINGS = ("config", "args", "root", "launcher")
 
 
+class FitFailed(RuntimeError):
+    """A trial's fit died (not a configuration error): the trial is retried."""
+
+
 def cli_value(value: Any) -> str:
     """A value as the config parser reads it from the command line (YAML; JSON is YAML)."""
     return value if isinstance(value, str) else json.dumps(value)
@@ -111,7 +115,9 @@ class TrainingTrials:
             ]  # fmt: skip
         return args
 
-    def _pruning_args(self, context: TrialContext, in_process: bool) -> list[str]:
+    def _pruning_args(self, context: TrialContext) -> list[str]:
+        """The pruning callback; it finds the storage in $DCGD_SWEEP_STORAGE, so the URL (and
+        its password) stays out of the command line and the config saved to MLflow."""
         if self.spec.pruning.get("pruner", "none") == "none":
             return []
         init = {
@@ -120,8 +126,6 @@ class TrainingTrials:
             "monitor": self.spec.pruning["monitor"],
             "pruning": self.spec.pruning,
         }
-        if in_process:
-            init["storage"] = context.storage_url
         callback = {"class_path": "dcgd.sweeps.pruning.TrialPruning", "init_args": init}
         return [f"--trainer.callbacks+={json.dumps(callback)}"]
 
@@ -130,23 +134,31 @@ class TrainingTrials:
         from dcgd.sweeps.storage import STORAGE_ENV
 
         run_dir = self.root / f"trial-{context.number:04d}"
-        in_process = not self.launcher
         extra = [
             "--trainer.default_root_dir", str(run_dir),
             "--checkpoint.dirpath", str(run_dir / "checkpoints"),
             *self._tracking_args(context),
-            *self._pruning_args(context, in_process),
+            *self._pruning_args(context),
         ]  # fmt: skip
         args = ["fit", *self._fit_args(params, extra)]
-        if in_process:
-            from dcgd.cli.lightning import run_lightning
+        saved = os.environ.get(STORAGE_ENV)
+        os.environ[STORAGE_ENV] = context.storage_url
+        try:
+            if self.launcher:
+                code = subprocess.run([*self.launcher, *args], check=False).returncode
+            else:
+                from dcgd.cli.lightning import run_lightning
 
-            code = run_lightning("fit", args[1:])
-        else:
-            env = {**os.environ, STORAGE_ENV: context.storage_url}
-            code = subprocess.run([*self.launcher, *args], env=env, check=False).returncode
-        if code != 0:
-            raise DCGDError(f"the fit of trial {context.number} exited with code {code}")
+                code = run_lightning("fit", args[1:])  # a config error raises ConfigError
+        finally:
+            if saved is None:
+                os.environ.pop(STORAGE_ENV, None)
+            else:
+                os.environ[STORAGE_ENV] = saved
+        if code == 2 and self.launcher:  # dcgd's exit code for a user error (bad config)
+            raise DCGDError(f"the fit of trial {context.number} refused its configuration")
+        if code != 0:  # a crash, OOM, preemption, Ctrl-C: the trial is queued again
+            raise FitFailed(f"the fit of trial {context.number} exited with code {code}")
         raise_if_pruned(context.storage, context.trial_id)
         return self.evaluate(run_dir)
 

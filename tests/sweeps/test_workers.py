@@ -50,8 +50,11 @@ def storage(request, workdir):
 
 @pytest.mark.slow
 def test_two_workers_share_one_study_without_duplicates_or_losses(workdir, storage):
-    spec = write_spec(workdir / "toy.yaml", function={"args": {
-        "markers": str(workdir / "markers"), "barrier": 2}})  # fmt: skip
+    spec = write_spec(
+        workdir / "toy.yaml",
+        function={"args": {"markers": str(workdir / "markers"), "barrier": 2}},
+        storage={"heartbeat_interval": 1, "grace_period": 60},  # a finished worker polls each 1 s
+    )
     workers = [start_worker(spec, workdir, storage) for _ in range(2)]
     outputs = [finish(w) for w in workers]
     for code, output in outputs:
