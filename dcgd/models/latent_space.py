@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import is_accelerate_available
 from torch import nn
 
@@ -29,6 +30,19 @@ class LatentSpace(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def posterior(self, images: torch.Tensor) -> torch.Tensor:
+        """What the encoder computes from ``images``, before any sampling (cacheable)."""
+        return images
+
+    def latents(
+        self,
+        posterior: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """Latents from a :meth:`posterior`: ``encode(x) == latents(posterior(x))``."""
+        return posterior
 
 
 class PixelSpace(LatentSpace):
@@ -72,11 +86,25 @@ class VAESpace(LatentSpace):
         self,
         images: torch.Tensor,
         sample: bool = False,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
-        """Latents of ``images``; ``sample`` draws from the posterior with ``generator`` (so a
-        resumed run draws what the uninterrupted one did), else its mode."""
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        """Latents of ``images``; ``sample`` draws from the posterior with ``generator`` (one,
+        or one per sample: so a resumed run draws what the uninterrupted one did), else its
+        mode."""
+        return self.latents(self.posterior(images), sample, generator)
+
+    @torch.no_grad()
+    def posterior(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's Gaussian: mean and log-variance stacked, ``[B, 2C, h, w]``."""
+        return self.vae.encode(images.to(self.vae.dtype)).latent_dist.parameters
+
+    def latents(
+        self,
+        posterior: torch.Tensor,
+        sample: bool = False,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        dist = DiagonalGaussianDistribution(posterior)
         latents = dist.sample(generator) if sample else dist.mode()
         return (latents - self.shift) * self.scale
 

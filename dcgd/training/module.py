@@ -3,6 +3,16 @@
 Read top to bottom: components are built in ``__init__`` (from a pretrained Stable Diffusion
 directory / hub id, or from small configs), ``training_step`` is eq. 7, ``validation_step``
 scores a denoising loss on fixed noise and samples the fixed validation set with eq. 6.
+
+DDP: every random draw of the loss is a function of the sample (its id) and the step, not of
+the rank or the position in the local batch (``dcgd.training.randomness``), so N ranks with
+batch B follow the trajectory of one process with batch N·B; validation means are over
+samples gathered from all ranks (``dcgd.training.metrics``).
+
+Speed switches (each changes how fast, never what is computed, up to float rounding):
+``attention``, ``channels_last``, ``gradient_checkpointing``, ``compile_unet``,
+``fused_optimizer``, ``cache_encodings``; mixed precision is the Trainer's ``precision``
+(``bf16-mixed`` / ``16-mixed``).
 """
 
 from __future__ import annotations
@@ -15,15 +25,26 @@ import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
 from dcgd.errors import ConfigError, DCGDError, ModelLoadError
+from dcgd.models.attention import ATTENTION, set_attention
 from dcgd.models.guidance import PROMPT_MODES, guided_noise, select_prompts
 from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
-from dcgd.models.layouts import LAYOUTS, assemble, layout_channels
+from dcgd.models.layouts import LAYOUTS, assemble, condition_images, layout_channels
 from dcgd.models.schedulers import sampling_scheduler, train_scheduler
 from dcgd.models.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
 from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings
-from dcgd.sampling.sampler import DCGDSampler, encode_conditions
+from dcgd.sampling.sampler import DCGDSampler
 from dcgd.text.conditioner import TextConditioner
 from dcgd.training.ema import EMA
+from dcgd.training.encoding_cache import EncodingCache, content_keys, text_keys
+from dcgd.training.metrics import SampleMean, id_keys
+from dcgd.training.optim import adam
+from dcgd.training.randomness import (
+    Generators,
+    draw_integers,
+    draw_normal,
+    draw_uniform,
+    sample_generators,
+)
 
 
 class DCGDModule(L.LightningModule):
@@ -58,6 +79,23 @@ class DCGDModule(L.LightningModule):
         val_steps: sampling steps in validation.
         seed: seed of the validation noise (sampling and denoising loss).
         grid_samples: how many validation samples go into the logged image grid.
+        attention: attention kernel of the U-Net and VAE: ``sdpa`` (PyTorch's
+            ``scaled_dot_product_attention``, diffusers' default) or ``classic`` (explicit
+            softmax, the reference).
+        channels_last: store the U-Net's conv weights channels-last (NHWC): faster
+            convolutions on tensor-core GPUs under bf16 / fp16.
+        gradient_checkpointing: recompute the U-Net's activations in the backward pass
+            instead of storing them: less memory (bigger batches at 512 px), ~30% more time.
+        compile_unet: ``torch.compile`` the U-Net (and its EMA copy) when a Trainer sets the
+            module up; the first steps pay for the compilation.
+        compile_options: keyword arguments of ``torch.compile`` (e.g. ``{"mode":
+            "max-autotune"}``); needs ``compile_unet``.
+        fused_optimizer: PyTorch's fused Adam / AdamW kernel (falls back with a warning
+            where there is none).
+        cache_encodings: keep the frozen encoders' outputs (target posterior, condition
+            latents, prompt states) in memory, keyed by content, and reuse them when an input
+            repeats; the loss is the same. Refused while the text encoder trains.
+        cache_gib: memory the encoding cache may hold (per process, on the model's device).
     """
 
     def __init__(
@@ -84,6 +122,14 @@ class DCGDModule(L.LightningModule):
         val_steps: int = 25,
         seed: int = 0,
         grid_samples: int = 8,
+        attention: Literal["sdpa", "classic"] = "sdpa",
+        channels_last: bool = False,
+        gradient_checkpointing: bool = False,
+        compile_unet: bool = False,
+        compile_options: dict[str, Any] | None = None,
+        fused_optimizer: bool = False,
+        cache_encodings: bool = False,
+        cache_gib: float = 2.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -99,12 +145,28 @@ class DCGDModule(L.LightningModule):
                 "text_encoder (a directory or 'tiny')"
             )
 
+        if attention not in ATTENTION:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
+        if compile_options is not None and not compile_unet:
+            raise ConfigError("compile_options are given but compile_unet is false; set both")
+        if cache_encodings and text_lr is not None:
+            raise ConfigError(
+                "cache_encodings keeps the text encoder's prompt states, but text_lr trains the "
+                "text encoder, so every cached state would be stale after the next step. Freeze "
+                "it (text_lr: null) or turn the cache off (cache_encodings: false)."
+            )
+
         self.space = self._build_latent_space()
         self.text = self._build_text_encoder()
         self.unet = self._build_unet()
+        self._apply_speed_switches()
         self.ema = EMA(self.unet, ema_decay) if ema_decay is not None else None
         self.noise_scheduler = train_scheduler(pretrained_model, noise_schedule)
         self.text.requires_grad_(text_lr is not None)
+        self.encoding_cache = self._build_cache()
+        # Validation means over samples, each sample once across all ranks.
+        self.val_loss_mean = SampleMean()
+        self.val_mae_mean = SampleMean()
         # Side of the training images, saved in checkpoints: the resolution `remove` works at.
         self.resolution: int | None = None
 
@@ -156,30 +218,90 @@ class DCGDModule(L.LightningModule):
             )
         return adapt_conv_in(unet, hp.layout, channels)
 
+    def _apply_speed_switches(self) -> None:
+        """Before the EMA copy is made, so that it runs the same way."""
+        hp = self.hparams
+        set_attention(self.unet, hp.attention)
+        if isinstance(self.space, VAESpace):
+            set_attention(self.space.vae, hp.attention)
+        if hp.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if hp.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    def _build_cache(self) -> EncodingCache | None:
+        if not self.hparams.cache_encodings:
+            return None
+        config = self.text.model.config
+        dropout = {
+            k: getattr(config, k, 0.0)
+            for k in ("dropout", "attention_dropout", "hidden_dropout")
+            if getattr(config, k, 0.0)
+        }
+        if dropout:
+            raise ConfigError(
+                f"cache_encodings needs a deterministic text encoder, but it applies dropout "
+                f"{dropout}: its states change from call to call. Turn the cache off."
+            )
+        return EncodingCache(int(self.hparams.cache_gib * 2**30))
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile_unet:
+            # In setup, not __init__: each (spawned) process compiles its own copy, and the
+            # module stays picklable. nn.Module.compile keeps the state-dict keys unchanged.
+            options = self.hparams.compile_options or {}
+            self.unet.compile(**options)
+            if self.ema is not None:
+                self.ema.model.compile(**options)
+
     # ----------------------------------------------------------------- eq. 7
     def _prompt_states(self, t_pos: list[str], t_neg: list[str]) -> tuple[torch.Tensor, ...]:
-        """Both prompt sets through τθ in one call."""
-        with torch.set_grad_enabled(self.hparams.text_lr is not None and self.training):
-            states = self.text(t_pos + t_neg)
+        """Both prompt sets through τθ in one call (cached per prompt when frozen)."""
+        prompts = t_pos + t_neg
+        if self.encoding_cache is not None:
+            states = self.encoding_cache.lookup(
+                text_keys("text", prompts, self.device),
+                lambda rows: self.text([prompts[i] for i in rows]),
+            )
+        else:
+            with torch.set_grad_enabled(self.hparams.text_lr is not None and self.training):
+                states = self.text(prompts)
         return states[: len(t_pos)], states[len(t_pos) :]
 
-    def diffusion_loss(
-        self, batch: dict[str, Any], generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Eq. 7 (``combined``) or the standard CFG objective (``branches``) on one batch."""
+    def _encoded(self, kind: str, images: torch.Tensor, encode) -> torch.Tensor:
+        """``encode(images)``, through the cache in a VAE latent space."""
+        if self.encoding_cache is None or isinstance(self.space, PixelSpace):
+            return encode(images)
+        return self.encoding_cache.lookup(
+            content_keys(kind, images), lambda rows: encode(images[rows])
+        )
+
+    def _conditions(self, source: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Latents of the layout's condition images (eq. 5), from the source only."""
+        images = condition_images(source, mask)
+        groups = [g for g in LAYOUTS[self.hparams.layout] if g in images]
+        return {g: self._encoded("latent", images[g], self.space.encode) for g in groups}
+
+    def diffusion_loss(self, batch: dict[str, Any], generator: Generators = None) -> torch.Tensor:
+        """Eq. 7 (``combined``) or the standard CFG objective (``branches``) on one batch.
+
+        ``generator``: one per sample (what training passes, see :meth:`step_generators`) or
+        one for the whole batch."""
+        return self.per_sample_loss(batch, generator).mean()
+
+    def per_sample_loss(self, batch: dict[str, Any], generator: Generators = None) -> torch.Tensor:
+        """The loss of each sample, ``[B]``."""
         hp = self.hparams
         source, target, mask = batch["source"], batch["target"], batch["mask"]
-        latents = self.space.encode(target, sample=True, generator=generator)
-        conditions = encode_conditions(self.space, hp.layout, source, mask)
-        noise = torch.randn(
-            latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
-        )
-        timesteps = torch.randint(
-            0,
+        posterior = self._encoded("posterior", target, self.space.posterior)
+        latents = self.space.latents(posterior, sample=True, generator=generator)
+        conditions = self._conditions(source, mask)
+        noise = draw_normal(latents.shape, generator, latents.device, latents.dtype)
+        timesteps = draw_integers(
             self.noise_scheduler.config.num_train_timesteps,
-            (latents.shape[0],),
-            generator=generator,
-            device=latents.device,
+            latents.shape[0],
+            generator,
+            latents.device,
         )
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         unet_in = assemble(hp.layout, noisy, mask, conditions)
@@ -189,7 +311,7 @@ class DCGDModule(L.LightningModule):
             states_pos, states_neg = self._prompt_states(t_pos, t_neg)
             pred = guided_noise(self.unet, unet_in, timesteps, states_pos, states_neg, hp.w_train)
         else:
-            draw = torch.rand(len(t_pos), generator=generator, device=latents.device)
+            draw = draw_uniform(len(t_pos), generator, latents.device)
             keep = draw >= hp.prompt_dropout
             t_pos = [p if k else "" for p, k in zip(t_pos, keep.tolist(), strict=True)]
             states_pos, _ = self._prompt_states(t_pos, [])
@@ -206,7 +328,7 @@ class DCGDModule(L.LightningModule):
             if self.noise_scheduler.config.prediction_type == "v_prediction":
                 weight = torch.clamp(snr, max=hp.snr_gamma) / (snr + 1)
             per_sample = per_sample * weight
-        return per_sample.mean()
+        return per_sample
 
     def _descriptions(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
         """``(t_info, t_mask)`` of a batch; "" for all when the prompt mode uses neither."""
@@ -220,23 +342,32 @@ class DCGDModule(L.LightningModule):
             "data, ClipRegionDescriber for real images) or use prompt_mode: none"
         )
 
-    def step_generator(self, offset: int = 0) -> torch.Generator:
-        """Noise for a step as a pure function of (seed, step, rank): exact resumes, no RNG state."""
-        seed = (
-            self.hparams.seed * 1_000_003 + self.global_step * 1_009 + self.global_rank
-        ) + offset
-        return torch.Generator(device=self.device).manual_seed(seed % (2**63))
+    def _sample_ids(self, batch: dict[str, Any], where: str) -> list[str]:
+        """The batch's sample ids; without them, positions on this rank (then a sample's
+        noise depends on the rank and batch layout: give ids for exact DDP equivalence)."""
+        if batch.get("id") is not None:
+            return [str(i) for i in batch["id"]]
+        return [f"{where}/rank{self.global_rank}/{i}" for i in range(len(batch["source"]))]
+
+    def step_generators(self, batch: dict[str, Any]) -> list[torch.Generator]:
+        """One generator per sample, seeded by (seed, step, sample id): the same draws on any
+        number of ranks, and exact resumes with no RNG state to save."""
+        where = f"step{self.global_step}"
+        return sample_generators(self._sample_ids(batch, where), self.hparams.seed, where)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self.resolution = int(max(batch["source"].shape[-2:]))
-        loss = self.diffusion_loss(batch, self.step_generator())
+        loss = self.diffusion_loss(batch, self.step_generators(batch))
         if not torch.isfinite(loss):
             raise DCGDError(
                 f"the training loss became {loss.item()} at step {self.global_step}. The last "
                 "checkpoint is intact: resume from it with --ckpt_path last after lowering the "
                 "learning rate or setting trainer.gradient_clip_val (e.g. 1.0)."
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["source"].shape[0])
+        # sync_dist: the logged curve is the loss of the global batch, whatever the world size.
+        self.log(
+            "train/loss", loss, prog_bar=True, batch_size=batch["source"].shape[0], sync_dist=True
+        )
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -280,19 +411,24 @@ class DCGDModule(L.LightningModule):
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        size = batch["source"].shape[0]
-        # Fixed noise per batch index, so val/loss curves compare across steps and runs.
-        generator = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
-        self.log("val/loss", self.diffusion_loss(batch, generator), batch_size=size, sync_dist=True)
+        ids = self._sample_ids(batch, f"val{batch_idx}")
+        keys = id_keys(ids, self.device)
+        # Fixed noise per sample, so val/loss curves compare across steps, runs and ranks.
+        losses = self.per_sample_loss(batch, sample_generators(ids, self.hparams.seed, "val"))
+        self.val_loss_mean.update(losses, keys)
+        self.log("val/loss", self.val_loss_mean, on_step=False, on_epoch=True)
         result = self.sample(batch)
-        self._validation_outputs(batch, result, batch_idx)
+        self._validation_outputs(batch, result, batch_idx, keys)
 
-    def _validation_outputs(self, batch: dict[str, Any], result: torch.Tensor, batch_idx: int):
+    def _validation_outputs(
+        self, batch: dict[str, Any], result: torch.Tensor, batch_idx: int, keys: torch.Tensor
+    ) -> None:
         """Metrics and image grids: filled in by the evaluation and tracking layers."""
         from dcgd.tracking.images import log_validation_grid
 
-        mae = (result - batch["target"]).abs().mean() / 2  # on [0,1]
-        self.log("val/mae", mae, batch_size=result.shape[0], sync_dist=True)
+        mae = (result - batch["target"]).abs().mean(dim=(1, 2, 3)) / 2  # on [0,1], per image
+        self.val_mae_mean.update(mae, keys)
+        self.log("val/mae", self.val_mae_mean, on_step=False, on_epoch=True)
         if batch_idx == 0:
             log_validation_grid(self, batch, result, self.hparams.grid_samples)
 
@@ -311,9 +447,7 @@ class DCGDModule(L.LightningModule):
         groups = [{"params": list(self.unet.parameters()), "lr": hp.lr}]
         if hp.text_lr is not None:
             groups.append({"params": list(self.text.parameters()), "lr": hp.text_lr})
-        if hp.weight_decay == 0:
-            return torch.optim.Adam(groups, lr=hp.lr)
-        return torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        return adam(groups, hp.lr, hp.weight_decay, hp.fused_optimizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dcgd"] = {"resolution": self.resolution}
