@@ -36,7 +36,7 @@ from dcgd.sweeps.storage import (
     quiet_optuna,
     with_driver,
 )
-from dcgd.sweeps.tracking import StudyTracker, metric_items
+from dcgd.sweeps.tracking import StudyTracker, check_reachable, metric_items
 
 USER_ERROR_ATTR = "dcgd_user_error"
 WAIT_POLL_S = 10  # how often a worker with nothing to run looks at its peers' trials
@@ -157,6 +157,7 @@ def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
     kind.prepare()  # a bad spec or checkpoint fails here, before the study is touched
     lock = StudyLock(url, spec.study)
     tracker = StudyTracker(spec.experiment, spec.tracking_uri, spec.study)
+    check_reachable(tracker.uri)  # an MLflow server that is down fails before the study exists
     with lock:
         storage = open_storage(url, spec.storage)
         try:

@@ -110,17 +110,26 @@ def test_cli_missing_checkpoint_and_missing_spec_are_one_line(workdir, capsys):
     assert "sweep spec missing.yaml does not exist" in capsys.readouterr().err
 
 
+TOY = {
+    "study": "s",
+    "kind": "function",
+    "n_trials": 1,
+    "search_space": {"x": [1.0]},
+    "objective": {"metric": "value", "direction": "minimize"},
+    "function": {"target": "tests.sweeps.toy:objective", "args": {"markers": "m"}},
+}
+
+
+def test_unreachable_tracking_server_fails_before_the_study(workdir, capsys):
+    err = _run_bad(workdir, capsys, TOY, "--tracking-uri", "http://127.0.0.1:9")
+    assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in err
+    assert not (workdir / "sweeps").exists()
+    assert not (workdir / "m").exists()
+
+
 def test_unreachable_storage_is_a_tracking_error(workdir, capsys):
-    spec = {
-        "study": "s",
-        "kind": "function",
-        "n_trials": 1,
-        "search_space": {"x": [1.0]},
-        "objective": {"metric": "value", "direction": "minimize"},
-        "function": {"target": "tests.sweeps.toy:objective", "args": {"markers": "m"}},
-    }
     storage = "postgresql://nobody:secret@127.0.0.1:9/none"  # port 9: nothing listens
-    err = _run_bad(workdir, capsys, spec, "--storage", storage)
+    err = _run_bad(workdir, capsys, TOY, "--storage", storage)
     assert "cannot open the Optuna storage" in err
     assert "secret" not in err  # the password is not printed
     assert not (workdir / "markers").exists()
