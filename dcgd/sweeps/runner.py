@@ -34,6 +34,7 @@ from dcgd.sweeps.storage import (
     display_url,
     open_storage,
     quiet_optuna,
+    unreachable,
     with_driver,
 )
 from dcgd.sweeps.tracking import StudyTracker, check_reachable, metric_items
@@ -152,51 +153,56 @@ def _describe(params: dict[str, Any]) -> str:
     )
 
 
+def _join_study(
+    spec: SweepSpec, url: str, kind: TrialKind, tracker: StudyTracker
+) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
+    """Create or load the study and its MLflow parent run; call it holding the study lock."""
+    storage = open_storage(url, spec.storage)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.study,
+            sampler=spec.build_sampler(),
+            pruner=spec.build_pruner(),
+            direction=spec.objective.direction,
+            load_if_exists=True,
+        )
+    except Exception as err:
+        raise unreachable(url, err) from None
+    if study.direction.name.lower() != spec.objective.direction:
+        raise ConfigError(
+            f"study {spec.study!r} exists with direction {study.direction.name.lower()} but the "
+            f"spec says {spec.objective.direction}; give this sweep a new study name"
+        )
+    _check_compatible(study, spec)
+    tracker.setup(
+        study,
+        tags={
+            "dcgd.sweep_kind": spec.kind,
+            "dcgd.objective": spec.objective.describe(),
+            "dcgd.direction": spec.objective.direction,
+            "optuna.storage": display_url(url),
+            "dcgd.n_trials": str(spec.n_trials),
+            "dcgd.params": ",".join(spec.param_names),
+        },
+        params={
+            "sampler": spec.sampler["name"],
+            "search_space": "; ".join(p.describe() for p in spec.space),
+            **kind.fixed_params(),
+        },
+    )
+    return storage, study
+
+
 def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
+    """Join the study of ``spec`` and run trials until it has ``n_trials`` (see module doc)."""
     url = with_driver(absolute_sqlite(spec.storage.url or DEFAULT_STORAGE))
     kind.prepare()  # a bad spec or checkpoint fails here, before the study is touched
     lock = StudyLock(url, spec.study)
     tracker = StudyTracker(spec.experiment, spec.tracking_uri, spec.study)
     check_reachable(tracker.uri)  # an MLflow server that is down fails before the study exists
     with lock:
-        storage = open_storage(url, spec.storage)
-        try:
-            study = optuna.create_study(
-                storage=storage,
-                study_name=spec.study,
-                sampler=spec.build_sampler(),
-                pruner=spec.build_pruner(),
-                direction=spec.objective.direction,
-                load_if_exists=True,
-            )
-        except Exception as err:
-            if isinstance(err, DCGDError):
-                raise
-            from dcgd.sweeps.storage import unreachable
-
-            raise unreachable(url, err) from None
-        if study.direction.name.lower() != spec.objective.direction:
-            raise ConfigError(
-                f"study {spec.study!r} exists with direction {study.direction.name.lower()}; "
-                "the spec says " + spec.objective.direction + ": use a new study name"
-            )
-        _check_compatible(study, spec)
-        tracker.setup(
-            study,
-            tags={
-                "dcgd.sweep_kind": spec.kind,
-                "dcgd.objective": spec.objective.describe(),
-                "dcgd.direction": spec.objective.direction,
-                "optuna.storage": display_url(url),
-                "dcgd.n_trials": str(spec.n_trials),
-                "dcgd.params": ",".join(spec.param_names),
-            },
-            params={
-                "sampler": spec.sampler["name"],
-                "search_space": "; ".join(p.describe() for p in spec.space),
-                **kind.fixed_params(),
-            },
-        )
+        storage, study = _join_study(spec, url, kind, tracker)
     _log(
         f"dcgd sweep: study {spec.study!r} in {display_url(url)}, {spec.n_trials} trials, "
         f"objective {spec.objective.describe()}; MLflow experiment {spec.experiment!r} "
@@ -220,8 +226,14 @@ def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
         ran.append(trial.number)
 
     with lock:
-        tracker.finish(study)
+        if next_action(study, spec) == "done" and not _busy(study):
+            tracker.finish(study)  # the last worker out closes the parent run
     return _report(study, spec, url, ran, tracker)
+
+
+def _busy(study: optuna.Study) -> bool:
+    states = (TrialState.RUNNING, TrialState.WAITING)
+    return bool(study.get_trials(deepcopy=False, states=states))
 
 
 def _run_trial(
@@ -267,14 +279,16 @@ def _run_trial(
             return
         except BaseException as err:
             # A crash (a bug, out of memory, Ctrl-C): re-queue the trial, then stop this worker.
-            _tell(study, trial, state=TrialState.FAIL)
+            # (If a peer already failed it for a late heartbeat, the peer re-queued it.)
             retry = storage.get_heartbeat_stale_trial_callback()
-            if retry is not None:
+            if _tell(study, trial, state=TrialState.FAIL) and retry is not None:
                 with quiet_optuna():
                     retry(study, storage.get_trial(trial._trial_id))
             tracker.end_trial(run_id, "FAIL", error=f"{type(err).__name__}: {err}")
             raise
-    _tell(study, trial, values=value)
+    if not _tell(study, trial, values=value):
+        tracker.end_trial(run_id, "FAIL", error="heartbeat lost: a peer re-queued this trial")
+        return
     # Effective settings that were not swept (e.g. the model's prompt_mode), for comparisons.
     extra = {k: v for k, v in result.params.items() if k not in params}
     tracker.end_trial(run_id, "COMPLETE", result.metrics, value, result.image, extra)
@@ -282,16 +296,21 @@ def _run_trial(
     _log(f"trial {trial.number}: objective {value:.6g}  ({_describe(shown)})")
 
 
-def _tell(study: optuna.Study, trial: optuna.trial.Trial, **kwargs: Any) -> None:
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, **kwargs: Any) -> bool:
+    """Record a trial's end; False if a peer had already failed it as dead."""
     try:
         study.tell(trial, **kwargs)
-    except optuna.exceptions.UpdateFinishedTrialError:
+        return True
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
+        if isinstance(err, ValueError) and not str(err).startswith("Cannot tell a"):
+            raise
         # Another worker took this trial for dead (no heartbeat for grace_period) and re-queued
         # it; the retry runs elsewhere, this result is dropped so nothing is counted twice.
         _log(
             f"warning: trial {trial.number} was failed by another worker (its heartbeat was "
             "late); its retry counts instead. Raise storage.grace_period if this recurs."
         )
+        return False
 
 
 def _report(

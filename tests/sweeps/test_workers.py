@@ -160,3 +160,19 @@ def test_a_crashing_trial_stops_the_worker_and_is_queued_again(workdir):
     _, [child] = _children(workdir)
     assert child.info.status == "FAILED"
     assert "toy crash" in child.data.tags["dcgd.error"]
+
+
+def test_a_result_that_arrives_after_a_peer_retried_the_trial_is_not_counted(workdir):
+    spec = write_spec(workdir / "toy.yaml", n_trials=1, search_space={"x": ["late"]})
+    assert main(["sweep", "--config", str(spec)]) == 0
+    trials = _study(f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}", workdir).trials
+    # Trial 0 finished its work, but a peer had already failed it and queued trial 1: only the
+    # retry counts, and the sweep stops there (one trial asked, one result).
+    assert [(t.number, t.state) for t in trials] == [
+        (0, TrialState.FAIL),
+        (1, TrialState.COMPLETE),
+    ]
+    assert trials[1].system_attrs["failed_trial"] == 0
+    _, children = _children(workdir)
+    status = {r.data.tags["optuna.trial"]: r.info.status for r in children}
+    assert status == {"0": "FAILED", "1": "FINISHED"}

@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+import optuna
+
 _first_call = True
 
 
@@ -44,7 +46,15 @@ def objective(params, context, markers: str, barrier: int = 0, wait_s: float = 1
         raise ConfigError("the toy refuses x = 'refuse'")
     if params["x"] == "crash":  # a bug
         raise ValueError("toy crash")
-    x = float(params["x"])
+    if params["x"] == "late" and not (folder / "late").exists():
+        # What a peer does when this worker's heartbeat is late: fail the running trial and
+        # queue a retry (fail_stale_trials + the retry callback), while it is still running.
+        (folder / "late").touch()
+        storage = optuna.storages.RDBStorage(context.storage_url)
+        storage.set_trial_state_values(context.trial_id, optuna.trial.TrialState.FAIL)
+        frozen = storage.get_trial(context.trial_id)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(context.trial.study, frozen)
+    x = 0.0 if params["x"] == "late" else float(params["x"])
     loss = (x - 0.3) ** 2
     (folder / f"done-{context.number}-{os.getpid()}").touch()
     return {"loss": {"0.01-0.1": loss / 2, "0.1-0.2": loss * 2, "all": loss}, "x2": {"all": x * x}}
