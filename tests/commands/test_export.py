@@ -138,4 +138,6 @@ def test_an_export_loads_without_lightning(trained, tmp_path):
     want = load_pipeline(trained["ckpt"])(
         batch["source"], batch["mask"], batch["t_info"], batch["t_mask"], ids=batch["id"]
     )
-    torch.testing.assert_close(torch.load(tmp_path / "result.pt"), want, rtol=0, atol=0)
+    # Same weights and noise; only the thread count differs (1 there, torch's default here),
+    # which reorders float sums: equal to float32 rounding, not bit for bit.
+    torch.testing.assert_close(torch.load(tmp_path / "result.pt"), want, rtol=0, atol=1e-5)
