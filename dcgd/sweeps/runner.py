@@ -245,23 +245,24 @@ def _run_trial(
     tracker: StudyTracker,
     url: str,
 ) -> None:
-    params = {p.name: p.suggest(trial) for p in spec.space}
-    retry_of = storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
-    run_id = tracker.start_trial(trial, {**params, **kind.fixed_params()}, retry_of)
-    context = TrialContext(
-        trial.number,
-        trial._trial_id,
-        run_id,
-        spec.study,
-        url,
-        trial,
-        tracker.uri,
-        tracker.experiment,
-        storage,
-    )
-    again = f" (retry of trial {retry_of[-1]})" if retry_of else ""
-    _log(f"trial {trial.number}: {_describe(params)}{again}")
+    """Run one trial with heartbeats (from the moment it was asked) and record its end."""
     with Heartbeat(storage, trial._trial_id, spec.storage.heartbeat_interval):
+        params = {p.name: p.suggest(trial) for p in spec.space}
+        retry_of = storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
+        run_id = tracker.start_trial(trial, {**params, **kind.fixed_params()}, retry_of)
+        context = TrialContext(
+            trial.number,
+            trial._trial_id,
+            run_id,
+            spec.study,
+            url,
+            trial,
+            tracker.uri,
+            tracker.experiment,
+            storage,
+        )
+        again = f" (retry of trial {retry_of[-1]})" if retry_of else ""
+        _log(f"trial {trial.number}: {_describe(params)}{again}")
         try:
             result = kind.run(params, context)
             value = spec.objective.value(result.metrics)

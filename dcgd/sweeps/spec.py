@@ -19,6 +19,7 @@ fails in a second with one line naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,13 @@ class GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler without its ``study.stop()`` after the last point: that call only
     works inside ``study.optimize``, and the sweep runner stops at an exhausted grid itself."""
 
-    def after_trial(self, study, trial, state, values) -> None:
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
         pass
 
 
