@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -17,12 +18,29 @@ def adam(
     cls = torch.optim.Adam if weight_decay == 0 else torch.optim.AdamW
     kwargs = {"lr": lr} if weight_decay == 0 else {"lr": lr, "weight_decay": weight_decay}
     if fused:
-        try:
+        # PyTorch checks the parameters only at the first step: check here, while we can
+        # still choose.
+        unsupported = _unfused(p for group in groups for p in group["params"])
+        if not unsupported:
             return cls(groups, fused=True, **kwargs)
-        except RuntimeError as err:
-            warnings.warn(
-                f"fused_optimizer: PyTorch has no fused {cls.__name__} for these parameters "
-                f"({err}); using the default implementation",
-                stacklevel=2,
-            )
+        warnings.warn(
+            f"fused_optimizer: PyTorch has no fused {cls.__name__} for parameters of "
+            f"{', '.join(sorted(unsupported))}; using the default implementation",
+            stacklevel=2,
+        )
     return cls(groups, **kwargs)
+
+
+def _unfused(params: Iterable[torch.Tensor]) -> set[str]:
+    """``device dtype`` of the parameters PyTorch's fused kernels do not take."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a private helper: if it moves, let PyTorch decide at the first step
+        return set()
+    return {
+        f"{p.device.type} {p.dtype}"
+        for p in params
+        if p.device.type not in devices or not torch.is_floating_point(p)
+    }
