@@ -64,6 +64,10 @@ def test_paper_configs_are_the_paper_setting(name):
         "dual",
         "combined",
     )
+    # The speed switches that are safe everywhere are on; the loader keeps GPUs fed.
+    assert model["attention"] == "sdpa" and model["fused_optimizer"] is True
+    assert not model["cache_encodings"]  # refused with a jointly trained text encoder
+    assert data["num_workers"] >= 4 and data["persistent_workers"] and data["pin_memory"]
 
 
 # What each ablation file changes, and nothing else in the model.
