@@ -167,6 +167,7 @@ class DCGDModule(L.LightningModule):
         # Validation means over samples, each sample once across all ranks.
         self.val_loss_mean = SampleMean()
         self.val_mae_mean = SampleMean()
+        self._compiled = False  # see setup
         # Side of the training images, saved in checkpoints: the resolution `remove` works at.
         self.resolution: int | None = None
 
@@ -246,13 +247,15 @@ class DCGDModule(L.LightningModule):
         return EncodingCache(int(self.hparams.cache_gib * 2**30))
 
     def setup(self, stage: str) -> None:
-        if self.hparams.compile_unet:
+        if self.hparams.compile_unet and not self._compiled:
             # In setup, not __init__: each (spawned) process compiles its own copy, and the
-            # module stays picklable. nn.Module.compile keeps the state-dict keys unchanged.
+            # module stays picklable. nn.Module.compile keeps the state-dict keys unchanged
+            # and is lazy: the EMA copy compiles at the first validation that samples with it.
             options = self.hparams.compile_options or {}
             self.unet.compile(**options)
             if self.ema is not None:
                 self.ema.model.compile(**options)
+            self._compiled = True  # fit, then test in one process: compile once
 
     # ----------------------------------------------------------------- eq. 7
     def _prompt_states(self, t_pos: list[str], t_neg: list[str]) -> tuple[torch.Tensor, ...]:
