@@ -37,8 +37,14 @@ DATASETS = ("procedural", "photos", "places365", "paris", "folder")
 
 def _one_thread_worker(worker_id: int) -> None:
     """Workers are the parallelism: OpenCV's own threads in each would oversubscribe the CPU
-    (torch already runs one thread per worker)."""
-    cv2.setNumThreads(1)
+    (torch already runs one thread per worker).
+
+    A forked worker inherits the parent's setting (made single-threaded in ``_loader``) and
+    must not touch OpenCV's thread pool: reconfiguring a pool whose threads did not survive
+    the fork can deadlock (seen here). Spawned workers start fresh and set it themselves.
+    """
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 class EpochSampler(DistributedSampler):
@@ -242,6 +248,8 @@ class InpaintingDataModule(L.LightningDataModule):
             trainer.callbacks.append(SkippedFilesReport())
 
     def _loader(self, dataset: InpaintingDataset, sampler=None) -> DataLoader:
+        if self.loader_settings["num_workers"] > 0:
+            cv2.setNumThreads(1)  # before forking: see _one_thread_worker
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
