@@ -17,12 +17,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from dcgd.errors import ConfigError
 from dcgd.models.latent_space import tiny_vae_config
 
 # SD-1.5's shapes (random weights: speed does not depend on their values).
@@ -71,6 +72,9 @@ class Settings:
     w: float = 1.5
     precision: str = "32"  # "32" or "bf16" (autocast)
     device: str = "auto"
+    # DCGDModule arguments over the defaults below, e.g. {"attention": "classic"}: time a
+    # speed switch of the training module (the reference side does not change).
+    module: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,7 +89,7 @@ def build_module(settings: Settings):
 
     parts = MODEL_SIZES[settings.model_size]
     torch.manual_seed(0)
-    return DCGDModule(
+    arguments = dict(
         latent_space="vae",
         vae_config=parts["vae_config"],
         unet_config=parts["unet_config"],
@@ -99,6 +103,11 @@ def build_module(settings: Settings):
         ema_decay=0.9999,
         sampler="ddim",
     )
+    arguments.update(settings.module)
+    try:
+        return DCGDModule(**arguments)
+    except TypeError as err:  # an unknown name in --module
+        raise ConfigError(f"--module: {err}; see DCGDModule's arguments") from None
 
 
 def example_batch(settings: Settings, device: torch.device) -> dict[str, Any]:

@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("32", "bf16"), default=defaults.precision)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1")
     parser.add_argument(
+        "--module",
+        type=json.loads,
+        default=defaults.module,
+        help='DCGDModule arguments as JSON, e.g. \'{"attention": "classic"}\' (dcgd side only)',
+    )
+    parser.add_argument(
         "--only", choices=("sampling", "training"), help="run one of the two benchmarks"
     )
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
@@ -63,6 +69,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
             key = key.replace("-", "_")
             if values[key] == defaults[key]:  # not set on the command line
                 values[key] = value
+    if not isinstance(values["module"], dict):
+        raise ConfigError(f"--module must be a JSON object; got {values['module']!r}")
     settings = Settings(**values)
     if settings.resolution % 8:
         raise ConfigError(f"--resolution must be a multiple of 8; got {settings.resolution}")

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from dcgd.errors import ConfigError, TrackingError
 from dcgd.sweeps.spec import StorageSettings
+from dcgd.tracking.store import absolute_sqlite  # noqa: F401  (study URLs, used by the runner)
 
 DEFAULT_STORAGE = "sqlite:///sweeps/optuna.db"
 STORAGE_ENV = "DCGD_SWEEP_STORAGE"  # the storage URL, kept off command lines (passwords)
@@ -65,17 +66,6 @@ def _backend(url: str) -> str:
             f"--storage {url!r} is not a database URL; use sqlite:///path.db or "
             "postgresql://user:password@host:5432/dbname"
         ) from None
-
-
-def absolute_sqlite(url: str) -> str:
-    """``sqlite:///rel.db`` -> ``sqlite:////cwd/rel.db``: the file is the one in the directory
-    the command started in, even for libraries that cache engines by URL (MLflow does)."""
-    if not url.startswith("sqlite:///") or url.startswith("sqlite:////"):
-        return url
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        return url
-    return "sqlite:///" + str(Path(database).resolve())
 
 
 @contextmanager

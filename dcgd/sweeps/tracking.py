@@ -10,7 +10,6 @@ the study's user attributes, so every worker of the study logs under the same pa
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,30 +20,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from dcgd.errors import TrackingError
-from dcgd.sweeps.storage import absolute_sqlite
-
-# dcgd.tracking.mlflow's defaults, repeated here because importing that module loads Lightning
-# (seconds per worker process); it is imported only to check a remote server.
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_ARTIFACT_DIR = "mlartifacts"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The spec's URI, else ``$MLFLOW_TRACKING_URI``, else the local sqlite store."""
-    return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
-
-
-def is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def check_reachable(uri: str) -> None:
-    """A remote tracking server that does not answer is a TrackingError, before any trial."""
-    if not is_local(uri):
-        from dcgd.tracking.mlflow import check_reachable as check
-
-        check(uri)
-
+from dcgd.tracking.store import (  # noqa: F401  (re-exported for the runner)
+    DEFAULT_ARTIFACT_DIR,
+    check_reachable,
+    is_local,
+    resolve_tracking_uri,
+)
 
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"

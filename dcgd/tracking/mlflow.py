@@ -1,9 +1,7 @@
-"""MLflow defaults that work with MLflow 3 and fail early and clearly.
+"""MLflow for Lightning runs: the logger with dcgd's defaults, config saving, run ids.
 
-- The local default store is ``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts``
-  (what ``mlflow ui`` / ``mlflow server`` use by default); MLflow 3 refuses ``./mlruns``.
-- ``MLFLOW_TRACKING_URI`` (or ``tracking_uri``) points at a server for clusters; an
-  unreachable server is reported before training starts, not after the first epoch.
+- The store (``sqlite:///mlflow.db`` by default, a server for clusters) is resolved and
+  checked by :mod:`dcgd.tracking.store` before training starts, not after the first epoch.
 - With a sqlite/http store ``trainer.log_dir`` is None, which breaks LightningCLI's config
   saving; :class:`SaveConfigToMLflow` logs the resolved config to the run instead.
 """
@@ -18,46 +16,15 @@ from lightning.pytorch import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from dcgd.errors import TrackingError
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_ARTIFACT_DIR = "mlartifacts"
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def check_reachable(uri: str, timeout_s: int = 10) -> None:
-    """Raise :class:`TrackingError` if the tracking store at ``uri`` does not answer."""
-    if is_local(uri):
-        return
-    from mlflow.tracking import MlflowClient
-
-    saved = {
-        k: os.environ.get(k)
-        for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-    }
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as err:  # any failure here means "cannot track": say so before training
-        raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ({type(err).__name__}). Start it "
-            f"(mlflow server --host 0.0.0.0 --port 5000), fix MLFLOW_TRACKING_URI, or track "
-            f"locally with trainer.logger.init_args.tracking_uri={DEFAULT_TRACKING_URI}"
-        ) from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+from dcgd.tracking.store import (  # noqa: F401  (re-exported)
+    DEFAULT_ARTIFACT_DIR,
+    DEFAULT_TRACKING_URI,
+    TRACKING_URI_ENV,
+    check_reachable,
+    default_tracking_uri,
+    is_local,
+    resolve_tracking_uri,
+)
 
 
 class MLflowLogger(MLFlowLogger):
@@ -83,7 +50,7 @@ class MLflowLogger(MLFlowLogger):
         tags: dict[str, Any] | None = None,
         run_id: str | None = None,
     ) -> None:
-        tracking_uri = tracking_uri or default_tracking_uri()
+        tracking_uri = resolve_tracking_uri(tracking_uri)
         check_reachable(tracking_uri)
         if artifact_location is None and is_local(tracking_uri):
             artifact_location = (Path(DEFAULT_ARTIFACT_DIR) / experiment_name).resolve().as_uri()
@@ -96,6 +63,22 @@ class MLflowLogger(MLFlowLogger):
             run_id=run_id,
             save_dir=None,
         )
+
+    @property
+    def experiment(self) -> Any:
+        # Lightning calls mlflow.set_tracking_uri, which also exports MLFLOW_TRACKING_URI: the
+        # next run in this process (a sweep trial, a test) would then inherit this store
+        # instead of its own directory's default. Keep the environment as the user set it.
+        if self._initialized:
+            return self._mlflow_client
+        saved = os.environ.get(TRACKING_URI_ENV)
+        try:
+            return super().experiment
+        finally:
+            if saved is None:
+                os.environ.pop(TRACKING_URI_ENV, None)
+            else:
+                os.environ[TRACKING_URI_ENV] = saved
 
 
 def log_image(logger: Any, image: Any, artifact_file: str) -> bool:

@@ -75,3 +75,10 @@ def test_bench_rejects_unknown_options_in_its_config(tmp_path, capsys):
     config.write_text("resolution: 32\nstepz: 3\n")
     assert main(["bench", "--config", str(config)]) == 2
     assert "stepz" in capsys.readouterr().err
+
+
+def test_module_overrides_reach_the_timed_module_and_unknown_names_are_reported(capsys):
+    assert build_module(Settings()).hparams.attention == "sdpa"
+    assert build_module(Settings(module={"attention": "classic"})).hparams.attention == "classic"
+    assert main(["bench", "--module", '{"atention": "classic"}', "--only", "training"]) == 2
+    assert "atention" in capsys.readouterr().err
