@@ -75,6 +75,35 @@ class Settings:
     # DCGDModule arguments over the defaults below, e.g. {"attention": "classic"}: time a
     # speed switch of the training module (the reference side does not change).
     module: dict[str, Any] = field(default_factory=dict)
+    # the device's peak dense TFLOP/s at this precision, for model FLOP utilisation; None:
+    # looked up in PEAK_TFLOPS by GPU name (no MFU on a CPU or an unknown GPU)
+    peak_tflops: float | None = None
+
+
+# Dense (no sparsity) peak TFLOP/s from the vendors' data sheets, by a substring of
+# torch.cuda.get_device_name(); "32" is plain fp32 (PyTorch keeps TF32 off by default).
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989.0, "32": 67.0},
+    "H100 PCIe": {"bf16": 756.0, "32": 51.0},
+    "H100": {"bf16": 989.0, "32": 67.0},
+    "A100": {"bf16": 312.0, "32": 19.5},
+    "L40S": {"bf16": 362.0, "32": 91.6},
+    "A10G": {"bf16": 70.0, "32": 31.2},
+    "RTX 4090": {"bf16": 165.2, "32": 82.6},
+}
+
+
+def peak_tflops(settings: Settings, device: torch.device) -> float | None:
+    """The peak to divide achieved FLOP/s by: ``settings.peak_tflops``, else the table."""
+    if settings.peak_tflops is not None:
+        return settings.peak_tflops
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_TFLOPS.items():  # the more specific key comes first
+        if key in name:
+            return peaks.get(settings.precision)
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -315,6 +344,19 @@ def lightning_training(module, batch: dict[str, Any], steps: int, warmup: int, s
     return timer.step_seconds()
 
 
+def training_step_flops(settings: Settings, batch: dict[str, Any]) -> float:
+    """FLOPs of one dual-branch training step (VAE and text encoding, U-Net forward and
+    backward), counted by PyTorch's FlopCounterMode on the bare loop: the model FLOPs
+    that model FLOP utilisation divides by, the same for both sides."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = build_module(settings).to(batch["source"].device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        bare_training_loop(module, batch, steps=1, warmup=0, settings=settings)
+    return float(counter.get_total_flops())
+
+
 def bench_training(settings: Settings) -> dict[str, Any]:
     device = resolve_device(settings.device)
     batch = example_batch(settings, device)
@@ -340,4 +382,10 @@ def bench_training(settings: Settings) -> dict[str, Any]:
             "train_ratio_vs_bare_loop": ours_s / ref_s,
         }
     )
+    flops = training_step_flops(settings, batch)
+    peak = peak_tflops(settings, device)
+    results["train_tflops_per_step"] = flops / 1e12
+    results["train_achieved_tflops"] = flops / ours_s / 1e12
+    results["train_peak_tflops"] = peak
+    results["train_mfu"] = flops / ours_s / (peak * 1e12) if peak else None
     return results

@@ -1,11 +1,12 @@
 """``python -m dcgd bench``: our sampling and training speed next to references, same process.
 
 Prints seconds per image (sampling) and samples per second (training) for dcgd and for the
-reference (diffusers' inpainting pipeline; a bare PyTorch loop), their ratios, and peak GPU
-memory. ``--json F`` writes them with the keys ``sampling_ratio_vs_diffusers`` and
-``train_ratio_vs_bare_loop`` (our time over the reference's). ``--model-size sd15`` builds
-the Stable Diffusion 1.5-sized U-Net, VAE and text encoder with random weights (no download):
-for a GPU.
+reference (diffusers' inpainting pipeline; a bare PyTorch loop), their ratios, peak GPU
+memory, the FLOPs of one training step (PyTorch's FlopCounterMode), the FLOP/s achieved and
+model FLOP utilisation. ``--json F`` writes them, with the ratios under the keys
+``sampling_ratio_vs_diffusers`` and ``train_ratio_vs_bare_loop`` (our time over the
+reference's). ``--model-size sd15`` builds the Stable Diffusion 1.5-sized U-Net, VAE and text
+encoder with random weights (no download): for a GPU.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--w", type=float, default=defaults.w, help="guidance weight")
     parser.add_argument("--precision", choices=("32", "bf16"), default=defaults.precision)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=defaults.peak_tflops,
+        help="the device's peak dense TFLOP/s at --precision, for model FLOP utilisation "
+        "(default: known GPUs from their data sheets; none on a CPU)",
+    )
     parser.add_argument(
         "--module",
         type=json.loads,
@@ -104,6 +112,13 @@ def run(args: argparse.Namespace) -> int:
             f"{report['train_samples_per_s']:.2f} samples/s, bare loop "
             f"{report['bare_loop_samples_per_s']:.2f} samples/s, "
             f"ratio {report['train_ratio_vs_bare_loop']:.3f}"
+        )
+    if "train_achieved_tflops" in report:
+        mfu = report["train_mfu"]
+        print(
+            f"training  {report['train_tflops_per_step']:.4g} TFLOP per step, "
+            f"{report['train_achieved_tflops']:.4g} TFLOP/s achieved, model FLOP utilisation "
+            + (f"{mfu:.1%}" if mfu is not None else "n/a (give --peak-tflops)")
         )
     for key in ("sampling_peak_gib", "train_peak_gib"):
         if report.get(key) is not None:

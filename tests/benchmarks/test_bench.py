@@ -66,8 +66,13 @@ def test_bench_command_reports_both_ratios(tmp_path, capsys):
     assert report["train_ratio_vs_bare_loop"] == pytest.approx(
         report["bare_loop_samples_per_s"] / report["train_samples_per_s"]
     )
+    step_s = report["settings"]["batch"] / report["train_samples_per_s"]
+    assert report["train_achieved_tflops"] == pytest.approx(
+        report["train_tflops_per_step"] / step_s
+    )
+    assert report["train_mfu"] is None  # a CPU: no peak to divide by
     printed = capsys.readouterr().out
-    assert "sampling" in printed and "training" in printed
+    assert "sampling" in printed and "training" in printed and "model FLOP utilisation" in printed
 
 
 def test_bench_rejects_unknown_options_in_its_config(tmp_path, capsys):
@@ -82,3 +87,35 @@ def test_module_overrides_reach_the_timed_module_and_unknown_names_are_reported(
     assert build_module(Settings(module={"attention": "classic"})).hparams.attention == "classic"
     assert main(["bench", "--module", '{"atention": "classic"}', "--only", "training"]) == 2
     assert "atention" in capsys.readouterr().err
+
+
+def test_training_step_flops_are_one_forward_and_backward_of_the_dual_unet_plus_encoders():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dcgd.benchmarks.speed import training_step_flops
+
+    settings = Settings(resolution=32, batch=2)
+    batch = example_batch(settings, torch.device("cpu"))
+    step = training_step_flops(settings, batch)
+    module = build_module(settings)
+    prompts = batch["t_info"] + batch["t_mask"]
+    encoders, unet = FlopCounterMode(display=False), FlopCounterMode(display=False)
+    with torch.no_grad():
+        with encoders:  # target and hole through the VAE, both prompts through the text tower
+            module.space.vae.encode(batch["target"])
+            module.space.vae.encode(batch["source"])
+            states = module.text(prompts)
+        x = torch.randn(4, module.unet.config.in_channels, 16, 16)  # both branches: 2B
+        with unet:
+            module.unet(x, torch.tensor([1, 2, 3, 4]), encoder_hidden_states=states)
+    # backward costs 2 forwards, less the input gradient of conv_in that nothing needs
+    backward_and_forward = (step - encoders.get_total_flops()) / unet.get_total_flops()
+    assert 2.9 < backward_and_forward <= 3.0
+
+
+def test_peak_flops_come_from_the_flag_else_the_gpu_table():
+    from dcgd.benchmarks.speed import peak_tflops
+
+    cpu = torch.device("cpu")
+    assert peak_tflops(Settings(), cpu) is None  # no MFU on a CPU unless told the peak
+    assert peak_tflops(Settings(peak_tflops=42.0), cpu) == 42.0
