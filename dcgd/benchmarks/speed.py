@@ -68,7 +68,7 @@ class Settings:
     steps: int = 10  # sampling steps
     train_steps: int = 10  # timed training steps (after warm-up)
     warmup: int = 2
-    repeats: int = 3  # sampling: timed runs of each side
+    repeats: int = 3  # timed runs of each side (sampling), alternated rounds (training)
     w: float = 1.5
     precision: str = "32"  # "32" or "bf16" (autocast)
     device: str = "auto"
@@ -361,9 +361,10 @@ def bench_training(settings: Settings) -> dict[str, Any]:
     device = resolve_device(settings.device)
     batch = example_batch(settings, device)
     results = {}
-    # Fresh modules with the same weights for each side; alternate twice to share drift.
+    # Fresh modules with the same weights for each side, alternated ``repeats`` times (at
+    # least twice) so that drift in the machine's speed hits both; the best round counts.
     ours, reference = [], []
-    for _ in range(2):
+    for _ in range(max(2, settings.repeats)):
         _reset_peak(device)
         module = build_module(settings).to(device)
         ours.append(

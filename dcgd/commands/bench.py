@@ -37,7 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps, help="sampling steps")
     parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
-    parser.add_argument("--repeats", type=int, default=defaults.repeats)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=defaults.repeats,
+        help="timed sampling runs of each side; alternated training rounds (best counts)",
+    )
     parser.add_argument("--w", type=float, default=defaults.w, help="guidance weight")
     parser.add_argument("--precision", choices=("32", "bf16"), default=defaults.precision)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1")
