@@ -26,3 +26,15 @@ class ModelLoadError(DCGDError):
 
 class TrackingError(DCGDError):
     """The experiment tracker (MLflow) or study storage (Optuna) is unreachable or refused."""
+
+
+def user_error_behind(err: BaseException | None) -> DCGDError | None:
+    """The DCGDError that caused ``err``, if any: jsonargparse and Lightning wrap what a class
+    raises while it is instantiated, and the user should see the original message."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DCGDError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

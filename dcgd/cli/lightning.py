@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dcgd.data.datamodule import SkippedFilesReport
-from dcgd.errors import ConfigError, DCGDError
+from dcgd.errors import ConfigError, user_error_behind
 from dcgd.eval.lightning import TableOneCallback
 from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
@@ -108,17 +109,6 @@ def build_cli(args: list[str] | None = None) -> DCGDCLI:
     )
 
 
-def _user_error(err: BaseException) -> DCGDError | None:
-    """The DCGDError behind ``err``: jsonargparse wraps errors raised while instantiating."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, DCGDError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 # jsonargparse's messages for a class given by class_path, reduced to what the user typed.
 _NOT_ACCEPTED = re.compile(
     r'Parser key "(?P<group>[\w.]+)".*?class_path \'(?P<cls>[\w.]+)\': '
@@ -147,17 +137,28 @@ def config_error_message(message: str, command: str) -> str:
     return f"{message} {hint}"
 
 
+# Warnings a dcgd run always raises and nobody can act on: the frozen parts (VAE, EMA copy,
+# CLIP) are in eval mode on purpose; the pytree one is Lightning's own use of a torch API.
+QUIET_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
 def run_lightning(command: str, argv: list[str]) -> int:
     from jsonargparse import ArgumentError
 
     saved = sys.argv
     sys.argv = ["python -m dcgd", command, *argv]  # LightningCLI reads argv; keeps --help's prog
     try:
-        build_cli()
+        with warnings.catch_warnings():
+            for message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            build_cli()
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except Exception as err:
-        user = _user_error(err)
+        user = user_error_behind(err)
         if user is not None:
             raise user from None
         if isinstance(err, ArgumentError):

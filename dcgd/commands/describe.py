@@ -26,7 +26,7 @@ import yaml
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from dcgd.errors import ConfigError, DCGDError
+from dcgd.errors import ConfigError, user_error_behind
 from dcgd.text.cache import CachedDescriber, cache_folder
 from dcgd.text.describer_base import Describer
 
@@ -129,20 +129,10 @@ def build_datamodule(data: dict[str, Any]):
     except Exception as err:
         # jsonargparse wraps what a class raises (a missing vocabulary file, an unknown
         # model) in ValueErrors about union types; surface the user error itself.
-        cause = _user_error(err)
+        cause = user_error_behind(err)
         if cause is None:
             raise
         raise cause from None
-
-
-def _user_error(err: BaseException | None) -> DCGDError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, DCGDError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _describer_and_cache(datamodule, cache: Path | None) -> tuple[Describer, str]:

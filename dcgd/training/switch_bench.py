@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dcgd.benchmarks.speed import (
-    MODEL_SIZES,
     Settings,
+    build_module,
     example_batch,
     lightning_training,
     resolve_device,
@@ -44,24 +45,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 
 def build(settings: Settings, switches: dict[str, Any]):
     """The bench's module (``dcgd.benchmarks.speed.build_module``) with ``switches`` on."""
-    from dcgd.training.module import DCGDModule
-
-    parts = MODEL_SIZES[settings.model_size]
-    torch.manual_seed(0)
-    return DCGDModule(
-        latent_space="vae",
-        vae_config=parts["vae_config"],
-        unet_config=parts["unet_config"],
-        text_encoder="tiny",
-        text_encoder_config=parts["text_encoder_config"],
-        layout="inpaint",
-        prompt_mode="dual",
-        loss="combined",
-        w_train=settings.w,
-        w=settings.w,
-        ema_decay=0.9999,
-        **switches,
-    )
+    return build_module(replace(settings, module={**settings.module, **switches}))
 
 
 def run(settings: Settings, rounds: int, variants: dict[str, tuple[dict, str]]) -> dict:
