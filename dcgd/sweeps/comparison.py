@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from dcgd.errors import ConfigError, TrackingError
-from dcgd.sweeps.tracking import check_reachable, resolve_tracking_uri
+from dcgd.tracking.store import check_reachable, resolve_tracking_uri
 
 # Parameters that are the same for every trial (logged for the record, not compared).
 FIXED = {"checkpoint", "data_config", "split", "n_images", "function", "sampler_name"}

@@ -30,14 +30,14 @@ from dcgd.sweeps.storage import (
     DEFAULT_STORAGE,
     Heartbeat,
     StudyLock,
-    absolute_sqlite,
     display_url,
     open_storage,
     quiet_optuna,
     unreachable,
     with_driver,
 )
-from dcgd.sweeps.tracking import StudyTracker, check_reachable, metric_items
+from dcgd.sweeps.tracking import StudyTracker, metric_items
+from dcgd.tracking.store import absolute_sqlite, check_reachable
 
 USER_ERROR_ATTR = "dcgd_user_error"
 WAIT_POLL_S = 10  # how often a worker with nothing to run looks at its peers' trials

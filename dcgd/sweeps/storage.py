@@ -27,7 +27,6 @@ from sqlalchemy.engine import make_url
 
 from dcgd.errors import ConfigError, TrackingError
 from dcgd.sweeps.spec import StorageSettings
-from dcgd.tracking.store import absolute_sqlite  # noqa: F401  (study URLs, used by the runner)
 
 DEFAULT_STORAGE = "sqlite:///sweeps/optuna.db"
 STORAGE_ENV = "DCGD_SWEEP_STORAGE"  # the storage URL, kept off command lines (passwords)

@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from dcgd.errors import TrackingError
-from dcgd.tracking.store import (  # noqa: F401  (re-exported for the runner)
+from dcgd.tracking.store import (
     DEFAULT_ARTIFACT_DIR,
     check_reachable,
     is_local,

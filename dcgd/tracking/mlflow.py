@@ -16,12 +16,10 @@ from lightning.pytorch import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from dcgd.tracking.store import (  # noqa: F401  (re-exported)
+from dcgd.tracking.store import (
     DEFAULT_ARTIFACT_DIR,
-    DEFAULT_TRACKING_URI,
     TRACKING_URI_ENV,
     check_reachable,
-    default_tracking_uri,
     is_local,
     resolve_tracking_uri,
 )

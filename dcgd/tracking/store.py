@@ -38,10 +38,6 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return absolute_sqlite(uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI)
 
 
-def default_tracking_uri() -> str:
-    return resolve_tracking_uri(None)
-
-
 def is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
