@@ -1,11 +1,13 @@
 """``InpaintingDataModule``: masked pairs of Places365, Paris StreetView, a folder or built-in data.
 
 Batches follow DESIGN.md §2: ``source`` / ``target`` ``[B,3,H,W]`` in [-1,1], ``mask``
-``[B,1,H,W]`` in {0,1}, ``mask_ratio`` ``[B]``, ``bucket`` ``[B]`` (index into ``buckets``,
--1 outside), ``id``, ``kind`` (hole / paste), ``object_label`` / ``scene_label`` (what the
-dataset knows, "" otherwise) and, with a describer, ``t_info`` / ``t_mask``, attached on the
-device after transfer so CLIP runs batched on the GPU (and read from the cache when one is
-set).
+``[B,1,H,W]`` in {0,1}, ``hidden`` ``[B,1,H,W]`` in {0,1} (⊆ ``mask``: the pixels whose target
+``source`` does not show, the whole mask of a hole pair, the opaque object of a paste pair;
+for the leak test, never a model input), ``mask_ratio`` ``[B]``, ``bucket`` ``[B]`` (index
+into ``buckets``, -1 outside), ``id``, ``kind`` (hole / paste), ``object_label`` /
+``scene_label`` (what the dataset knows, "" otherwise) and, with a describer, ``t_info`` /
+``t_mask``, attached on the device after transfer so CLIP runs batched on the GPU (and read
+from the cache when one is set).
 
 DDP: the training sampler gives each rank a disjoint shard of a per-epoch permutation; the
 validation and test sets are pure functions of ``seed``, identical whatever the world size.

@@ -12,8 +12,16 @@ Bad files (corrupt, truncated, unreadable) are skipped: the next image is used a
 is reported in the sample's ``skipped`` field, which the data module collects and
 :class:`dcgd.data.datamodule.SkippedFilesReport` prints at the end of the epoch.
 
+A sample holds ``source`` / ``target`` ``[3,H,W]`` in [-1,1], ``mask`` ``[1,H,W]`` in {0,1},
+``hidden`` ``[1,H,W]`` in {0,1} (⊆ ``mask``: the pixels whose target ``source`` does not show,
+the whole mask of a hole pair, the opaque object of a paste pair; what the leak test of
+DESIGN.md §2 scrambles), ``mask_ratio``, ``bucket``, ``id``, ``kind``, ``object_label``,
+``scene_label`` and ``skipped``.
+
 ``source`` of a hole pair is 0 (mid-grey) inside the hole in the [-1,1] tensor, so that its
 object channel ``s∘o`` is zero; the uint8 :class:`Pair` keeps the black hole other tools use.
+``source`` of a paste pair is the object alpha-blended over the target, as a photo shows it:
+inside the mask but off the object (the dilation ring) it is the target.
 """
 
 from __future__ import annotations
@@ -130,6 +138,7 @@ class InpaintingDataset(Dataset):
             "source": source,
             "target": to_tensor(pair.target),
             "mask": mask,
+            "hidden": mask_to_tensor(pair.hidden),
             "mask_ratio": torch.tensor(count / pair.mask.size, dtype=torch.float32),
             "bucket": torch.tensor(found, dtype=torch.long),
             "id": f"{self.split}/{index:07d}/{item.id}",

@@ -1,14 +1,19 @@
 """Training / evaluation pairs: ``hole`` (classic inpainting) and ``paste`` (object removal).
 
-A pair is ``(source, mask, target)`` as ``uint8`` arrays (mask 0/1):
+A pair is ``(source, mask, target)`` as ``uint8`` arrays (mask 0/1), plus ``hidden``: the
+pixels whose target ``source`` does not show (0/1, ``hidden ⊆ mask``):
 
-- ``hole``: ``source = target∘(1−mask)``; there is no object, so ``source∘mask`` is zero.
-- ``paste``: an object cut-out is alpha-blended into the clean ``target``; ``source`` is the
-  composite and ``mask`` its (dilated) footprint. ``source∘mask`` is the object to remove.
+- ``hole``: ``source = target∘(1−mask)``; there is no object, so ``source∘mask`` is zero, and
+  ``hidden`` is the whole mask.
+- ``paste``: an object cut-out is alpha-blended over the clean ``target``, as a photo would
+  show it; ``source`` is the composite and ``mask`` its (dilated) footprint, so
+  ``source∘mask`` is the object to remove plus the ring of background the user's brush covers.
+  ``hidden`` is where the object is opaque (alpha 255).
 
-In both, the pixels of ``target`` under the mask never reach ``source`` (DESIGN.md §2): a hole
-zeroes them; a paste shows, inside its footprint, the object over neutral grey, so even a
-semi-transparent edge of the cut-out carries no ground truth into the model's input.
+The pixels of ``target`` under ``hidden`` never reach ``source`` (DESIGN.md §2): a hole zeroes
+them; an opaque object covers them, as in a real photo. The ring between the object and the
+mask edge, and the object's semi-transparent (anti-aliased) edge, show the target as a photo
+of the object would: the model meets in training the object channel it gets at inference.
 """
 
 from __future__ import annotations
@@ -35,23 +40,33 @@ class Pair:
     kind: str  # "hole" | "paste"
     object_label: str = ""  # class of the pasted object ("" for hole pairs / unknown)
     meta: dict = field(default_factory=dict)
+    # uint8 [H,W] in {0,1}, ⊆ mask: pixels whose target the source does not show (the whole
+    # mask of a hole pair, the opaque object of a paste pair); None means the whole mask.
+    hidden: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.hidden is None:
+            self.hidden = self.mask
 
 
 def hole_pair(target: np.ndarray, mask: np.ndarray) -> Pair:
     """Classic inpainting: the hole is cut out of the target (black, as other tools show it)."""
     source = target * (1 - mask[..., None]).astype(target.dtype)
-    return Pair(source=source, mask=mask.astype(np.uint8), target=target, kind="hole")
+    mask = mask.astype(np.uint8)
+    return Pair(source=source, mask=mask, target=target, kind="hole", hidden=mask)
 
 
 def paste_object(
     target: np.ndarray, cutout: np.ndarray, x: int, y: int, dilation: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blend RGBA ``cutout`` into ``target`` at top-left ``(x, y)``: ``(source, mask)``.
+    """Blend RGBA ``cutout`` over ``target`` at top-left ``(x, y)``: ``(source, mask)``.
 
-    The mask is every pixel the cut-out touches (alpha > 0), dilated by ``dilation`` pixels so
-    shadows of anti-aliasing and a user's imprecise brush are covered. Inside the mask the
-    source shows the object over mid-grey, never the target: a semi-transparent edge pixel
-    would otherwise carry a fraction of the ground truth into the model's input.
+    The source is what a photo of the object would show: ``alpha·colour + (1−alpha)·target``,
+    so it equals the target wherever alpha is 0 and the cut-out's colour wherever alpha is
+    255. The mask is every pixel the cut-out touches (alpha > 0), dilated by ``dilation``
+    pixels so anti-aliasing and a user's imprecise brush are covered; the ring it adds shows
+    the target, as the user's photo does. Only the opaque pixels hide the target
+    (:func:`opaque_pixels`).
     """
     h, w = target.shape[:2]
     ch, cw = cutout.shape[:2]
@@ -66,16 +81,30 @@ def paste_object(
     alpha[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0, 0] = patch[..., 3] / np.float32(255.0)
     colour = np.zeros((by1 - by0, bx1 - bx0, 3), np.float32)
     colour[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] = patch[..., :3]
-    box_mask = postprocess((alpha[..., 0] > 0).astype(np.uint8), dilation=dilation)
-    # Inside the mask: the object on neutral grey, not on the target. Outside it alpha is 0,
-    # so the source is the target there.
-    on_grey = np.clip(np.rint(127.5 * (1 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
+    touched = alpha[..., 0] > 0
+    box_mask = postprocess(touched.astype(np.uint8), dilation=dilation)
     source = target.copy()
     region = source[by0:by1, bx0:bx1]
-    region[box_mask > 0] = on_grey[box_mask > 0]
+    # The object over the target, as a photo shows it. Only where alpha > 0: elsewhere the
+    # blend is the target itself, kept bit for bit. Alpha 1 gives the colour exactly.
+    blended = alpha * colour + (1 - alpha) * region.astype(np.float32)
+    region[touched] = np.clip(np.rint(blended[touched]), 0, 255).astype(np.uint8)
     mask = np.zeros((h, w), np.uint8)
     mask[by0:by1, bx0:bx1] = box_mask
     return source, mask
+
+
+def opaque_pixels(shape: tuple[int, ...], cutout: np.ndarray, x: int, y: int) -> np.ndarray:
+    """Where ``cutout`` pasted at ``(x, y)`` into an image of ``shape`` is opaque (alpha 255),
+    clipped to the image: ``uint8`` ``[H,W]`` in {0,1}, the pixels whose target a paste hides.
+    """
+    h, w = shape[:2]
+    ch, cw = cutout.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + cw, w), min(y + ch, h)
+    hidden = np.zeros((h, w), np.uint8)
+    if x1 > x0 and y1 > y0:
+        hidden[y0:y1, x0:x1] = cutout[y0 - y : y1 - y, x0 - x : x1 - x, 3] == 255
+    return hidden
 
 
 def paste_pair(
@@ -124,7 +153,8 @@ def paste_pair(
             continue
         if bucket is not None and not bucket.contains(count, total):
             continue
-        return Pair(source, mask, target, "paste", label, {"box": (x, y, *size)})
+        hidden = opaque_pixels(target.shape, scaled, x, y)
+        return Pair(source, mask, target, "paste", label, {"box": (x, y, *size)}, hidden)
     return None
 
 
