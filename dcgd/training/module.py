@@ -22,13 +22,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import compute_snr
 
 from dcgd.errors import ConfigError, DCGDError, ModelLoadError
 from dcgd.models.attention import ATTENTION, set_attention
 from dcgd.models.guidance import PROMPT_MODES, guided_noise, select_prompts
 from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
 from dcgd.models.layouts import LAYOUTS, assemble, condition_images, layout_channels
+from dcgd.models.prediction import check_prediction_type, min_snr_weight, prediction_target
 from dcgd.models.schedulers import sampling_scheduler, train_scheduler
 from dcgd.models.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
 from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings
@@ -162,6 +162,7 @@ class DCGDModule(L.LightningModule):
         self._apply_speed_switches()
         self.ema = EMA(self.unet, ema_decay) if ema_decay is not None else None
         self.noise_scheduler = train_scheduler(pretrained_model, noise_schedule)
+        check_prediction_type(self.noise_scheduler.config.prediction_type)
         self.text.requires_grad_(text_lr is not None)
         self.encoding_cache = self._build_cache()
         # Validation means over samples, each sample once across all ranks.
@@ -320,17 +321,10 @@ class DCGDModule(L.LightningModule):
             states_pos, _ = self._prompt_states(t_pos, [])
             pred = self.unet(unet_in, timesteps, encoder_hidden_states=states_pos).sample
 
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            goal = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            goal = noise
+        goal = prediction_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(pred.float(), goal.float(), reduction="none").mean(dim=(1, 2, 3))
         if hp.snr_gamma is not None:
-            snr = compute_snr(self.noise_scheduler, timesteps)
-            weight = torch.clamp(snr, max=hp.snr_gamma) / snr
-            if self.noise_scheduler.config.prediction_type == "v_prediction":
-                weight = torch.clamp(snr, max=hp.snr_gamma) / (snr + 1)
-            per_sample = per_sample * weight
+            per_sample = per_sample * min_snr_weight(self.noise_scheduler, timesteps, hp.snr_gamma)
         return per_sample
 
     def _descriptions(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:

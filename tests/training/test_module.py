@@ -160,3 +160,30 @@ def test_min_snr_weighting_follows_its_formula(batch):
     weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-γ (Hang et al.) for ε-prediction
     assert weight.min() < 1  # seed 0 draws t = 694 and 122: one weighted, one not
     torch.testing.assert_close(loss, (weight * per_sample).mean(), rtol=1e-4, atol=1e-6)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_each_prediction_type_regresses_onto_its_own_target(batch, prediction_type):
+    # The loss and the sampler must read the output the same way: the noise, the velocity
+    # v = √ᾱ·ε − √(1−ᾱ)·x₀, or the clean image itself.
+    module = tiny_module(w_train=1.0, prompt_mode="positive",
+                         noise_schedule={"prediction_type": prediction_type})  # fmt: skip
+    loss = module.diffusion_loss(batch, torch.Generator().manual_seed(0))
+
+    s, o, y = batch["source"], batch["mask"], batch["target"]
+    noise, t = _draws(0, y.shape, 2)
+    x = torch.cat([module.noise_scheduler.add_noise(y, noise, t), o, s * o, s * (1 - o)], dim=1)
+    pred = module.unet(x, t, encoder_hidden_states=module.text(batch["t_info"])).sample
+    alpha_bar = module.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    goal = {
+        "epsilon": noise,
+        "v_prediction": alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * y,
+        "sample": y,
+    }[prediction_type]
+    torch.testing.assert_close(loss, ((pred - goal) ** 2).mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_an_unknown_prediction_type_is_refused():
+    with pytest.raises(ConfigError, match="prediction_type"):
+        tiny_module(noise_schedule={"prediction_type": "flow"})
