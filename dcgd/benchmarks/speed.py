@@ -227,6 +227,7 @@ def bench_sampling(settings: Settings) -> dict[str, Any]:
             return sampler(
                 batch["source"], batch["mask"], batch["t_info"], batch["t_mask"],
                 prompt_mode="dual", w=settings.w, steps=settings.steps, ids=batch["id"],
+                known_region="free",  # as diffusers' 9-channel pipeline: the same work
             )  # fmt: skip
 
     def reference():

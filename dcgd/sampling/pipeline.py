@@ -32,7 +32,7 @@ from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
 from dcgd.models.layouts import LAYOUTS
 from dcgd.models.schedulers import sampling_scheduler
 from dcgd.models.unet import load_unet
-from dcgd.sampling.sampler import DCGDSampler
+from dcgd.sampling.sampler import KNOWN_REGION, DCGDSampler
 from dcgd.text.conditioner import TextConditioner
 
 SETTINGS_FILE = "dcgd_pipeline.json"
@@ -51,6 +51,7 @@ class PipelineSettings:
     sampler: str = "ddim"
     steps: int = 25
     seed: int = 0
+    known_region: str = "replace"  # see dcgd.sampling.sampler
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -58,6 +59,10 @@ class PipelineSettings:
         if self.prompt_mode not in PROMPT_MODES:
             raise ConfigError(
                 f"prompt mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}"
+            )
+        if self.known_region not in KNOWN_REGION:
+            raise ConfigError(
+                f"known_region must be one of {', '.join(KNOWN_REGION)}, got {self.known_region!r}"
             )
         if self.latent_space not in ("vae", "pixel"):
             raise ConfigError(f"latent_space must be 'vae' or 'pixel', got {self.latent_space!r}")
@@ -112,6 +117,7 @@ class DCGDPipeline:
         sampler: str | None = None,
         ids: Sequence[str] | None = None,
         paste_back: bool = True,
+        known_region: str | None = None,
     ) -> torch.Tensor:
         """Fill ``mask`` ``[B,1,H,W]`` in ``source`` ``[B,3,H,W]`` ([-1,1]) with eq. 6.
 
@@ -141,6 +147,7 @@ class DCGDPipeline:
             seed=s.seed if seed is None else seed,
             ids=ids,
             paste_back=paste_back,
+            known_region=known_region or s.known_region,
         )
 
     # ------------------------------------------------------------------ save / load

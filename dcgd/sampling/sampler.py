@@ -1,5 +1,12 @@
 """The DCGD sampler: eq. 5 input, eq. 6 guidance at every step, known region pasted back.
 
+The known region (outside the mask) is not the model's to invent: with ``known_region:
+"replace"`` (the default) the latent there is reset, before every step, to the source
+noised to that step's level (RePaint's replacement, without its resampling), so the
+U-Net always sees there what training showed it, a forward-noised clean image, and the
+hole is drawn against the true surroundings. ``"free"`` leaves the whole latent to the
+model (the known region then steers the fill only through the eq. 5 context channel).
+
 Deterministic for a seed, per sample: each sample's starting noise comes from a generator
 seeded by (seed, sample id), so a result does not depend on the batch it ran in, the batch
 size or the DDP rank.
@@ -10,8 +17,10 @@ from __future__ import annotations
 import inspect
 import zlib
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
@@ -41,6 +50,17 @@ def initial_noise(
 def composite(pred: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``ŷ = o·pred + (1−o)·s``: outside the mask the result is the source, exactly."""
     return mask * pred + (1.0 - mask) * source
+
+
+KNOWN_REGION: tuple[str, ...] = ("replace", "free")
+
+
+def unknown_cells(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The mask at latent size, a cell unknown when ANY of its pixels is masked: a cell that
+    straddles the mask's edge must not carry the object's latent back into the hole."""
+    if mask.shape[-2:] == size:
+        return mask
+    return F.adaptive_max_pool2d(mask, size)
 
 
 def encode_conditions(
@@ -81,8 +101,11 @@ class DCGDSampler:
         seed: int = 0,
         ids: Sequence[str] | None = None,
         paste_back: bool = True,
+        known_region: Literal["replace", "free"] = "replace",
     ) -> torch.Tensor:
         """Fill ``mask`` in ``source`` ([-1,1], ``[B,3,H,W]``); returns ``[B,3,H,W]`` in [-1,1]."""
+        if known_region not in KNOWN_REGION:
+            raise ValueError(f"known_region must be one of {KNOWN_REGION}, got {known_region!r}")
         batch = source.shape[0]
         ids = list(ids) if ids is not None else [str(i) for i in range(batch)]
         dtype = next(self.unet.parameters()).dtype
@@ -100,13 +123,19 @@ class DCGDSampler:
             source.shape[-1] // self.space.downsample,
         )
         self.scheduler.set_timesteps(steps, device=source.device)
-        latents = initial_noise(latent_shape, ids, seed, source.device, dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        noise = initial_noise(latent_shape, ids, seed, source.device, dtype)
+        latents = noise * self.scheduler.init_noise_sigma
+        if known_region == "replace":
+            known = self.space.encode(source).to(dtype)
+            unknown = unknown_cells(mask, latent_shape[-2:]).to(dtype)
         # Stochastic samplers (DDPM) draw fresh noise each step: per-sample generators too.
         step_kwargs = {}
         if "generator" in inspect.signature(self.scheduler.step).parameters:
             step_kwargs["generator"] = sample_generators(ids, seed, stream=0x5EED)
         for t in self.scheduler.timesteps:
+            if known_region == "replace":
+                noised = self.scheduler.add_noise(known, noise, t.reshape(1))
+                latents = unknown * latents + (1 - unknown) * noised
             model_in = self.scheduler.scale_model_input(latents, t)
             unet_in = assemble(self.layout, model_in, mask, conditions)
             eps = guided_noise(self.unet, unet_in, t, states_pos, states_neg, w)

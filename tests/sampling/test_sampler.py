@@ -69,3 +69,36 @@ def test_the_prompt_mode_changes_the_result(module):
         _run(module, batch, prompt_mode="positive", w=1.0),
         _run(module, batch, prompt_mode="dual", w=1.0),
     )
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_known_region_is_the_source_noised_to_each_step(module, sampler):
+    # "replace": before every step the latent outside the mask is the source forward-noised
+    # to that step's level (with the sample's starting noise), so the U-Net sees there what
+    # training showed it; inside the mask it is the sampler's own latent.
+    from dcgd.models.schedulers import sampling_scheduler
+    from dcgd.sampling.sampler import initial_noise
+
+    batch = make_batch()
+    seen = []
+    unet = module.pipeline().unet
+    handle = unet.register_forward_pre_hook(lambda m, args: seen.append((args[0][:2], args[1])))
+    try:
+        _run(module, batch, steps=3, sampler=sampler)
+        replaced = len(seen)
+        _run(module, batch, steps=3, sampler=sampler, known_region="free")
+    finally:
+        handle.remove()
+    noise = initial_noise((3, 16, 16), batch["id"], 0, torch.device("cpu"), torch.float32)
+    outside = (batch["mask"] == 0).expand_as(batch["source"])
+    for unet_in, t in seen[:replaced]:
+        t = t[:1]
+        # A fresh scheduler per step: sigma-based ones keep a step index inside.
+        scheduler = sampling_scheduler(sampler, module.noise_scheduler)
+        scheduler.set_timesteps(3)
+        noised = scheduler.add_noise(batch["source"], noise, t)
+        expected = scheduler.scale_model_input(noised, t[0])
+        torch.testing.assert_close(unet_in[:, :3][outside], expected[outside])
+    # Left free, the known region of the latent is the sampler's own after the first step.
+    free_in = seen[replaced + 1][0]
+    assert not torch.allclose(free_in[:, :3][outside], seen[1][0][:, :3][outside])
