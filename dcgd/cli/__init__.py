@@ -27,6 +27,7 @@ TOOL_COMMANDS = [
     "masks",
     "remove",
     "evaluate",
+    "benchmark",
     "sweep",
     "compare",
     "bench",

@@ -1,0 +1,600 @@
+"""``python -m dcgd benchmark removal``: does the removed object come back? (the paper's Fig. 7)
+
+Runs a trained model on the built-in repeated-object cases (``dcgd.eval.repeated_objects``:
+a scene with look-alikes of the object to remove) under every prompt mode and a grid of
+guidance weights ``w``, next to OpenCV Telea, Navier-Stokes and a mean-colour fill on the same
+cases, and reports per method the reappearance rate (judged by colour, independently of the
+model and of CLIP), hole MAE / PSNR, SSIM and LPIPS (only with real weights), each with a
+bootstrap 95% interval, plus the paired differences ``<mode> - none`` per ``w``.
+
+Writes to --out: ``table.md``, ``table.csv``, ``results.json`` (settings, means, intervals,
+differences, every case's scores), ``grid.png`` and ``reappearance.png``; and logs them to an
+MLflow run (experiment ``dcgd-benchmark``) unless --no-mlflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dcgd.errors import ConfigError, DataError, DCGDError, ModelLoadError, TrackingError
+from dcgd.models.guidance import PROMPT_MODES
+
+HELP = "benchmarks of a trained model; 'removal': repeated-object reappearance (Fig. 7)"
+REMOVAL_HELP = "how often the removed object comes back among look-alikes, per prompt mode and w"
+
+BASELINES = ("telea", "navier_stokes", "mean_fill")
+GRID_ROWS = 8
+EXPERIMENT = "dcgd-benchmark"
+OUTPUTS = ("table.md", "table.csv", "results.json", "grid.png", "reappearance.png")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    removal = benchmarks.add_parser(
+        "removal", help=REMOVAL_HELP, description=__doc__.split("\n\n", 1)[1]
+    )
+    removal.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_removal_arguments(removal)
+
+
+def add_removal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a .ckpt written by 'python -m dcgd fit' or a folder written by 'dcgd export'",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="folder for the tables, JSON and figures"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into --out even if it is not empty"
+    )
+    parser.add_argument(
+        "--count", type=int, default=64, help="number of cases (default 64; sizes cycle)"
+    )
+    parser.add_argument(
+        "--w",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.5, 3.0],
+        help="guidance weights of eq. 6 to sweep (default 1.0 1.5 3.0; mode 'none' ignores w "
+        "and runs once)",
+    )
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's, e.g. 25)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampling seed (per case id) and bootstrap seed (default 0)",
+    )
+    parser.add_argument(
+        "--case-seed",
+        type=int,
+        default=0,
+        help="seed of the built-in cases (default 0: the standard set)",
+    )
+    parser.add_argument(
+        "--size", type=int, help="case side in pixels (default: the model's training resolution)"
+    )
+    parser.add_argument(
+        "--dilation", type=int, default=3, help="mask = object footprint grown by N px (default 3)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="cases sampled together (default 16)"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)"
+    )
+    parser.add_argument(
+        "--grid-w",
+        type=float,
+        help="w of the model columns in grid.png (default: the model's w when in --w, else "
+        "the first --w)",
+    )
+    parser.add_argument(
+        "--lpips",
+        choices=["alex", "vgg", "none"],
+        default="alex",
+        help="LPIPS backbone; left out when its ImageNet weights are not on disk (default alex)",
+    )
+    parser.add_argument(
+        "--lpips-weights",
+        type=Path,
+        help="folder with torchvision's alexnet/vgg16 checkpoints (default $TORCH_HOME/hub)",
+    )
+    parser.add_argument(
+        "--no-ema", action="store_true", help="a .ckpt's raw weights instead of its EMA"
+    )
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument(
+        "--experiment", default=EXPERIMENT, help=f"MLflow experiment (default {EXPERIMENT})"
+    )
+    parser.add_argument("--run-name", help="MLflow run name (default: removal-<checkpoint name>)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
+
+
+# --------------------------------------------------------------------------------- checks
+
+
+def check_options(args: argparse.Namespace) -> list[float]:
+    """One-line errors for bad options; the sorted distinct ``w`` grid."""
+    for name in ("count", "batch_size", "resamples"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, name)}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    if args.dilation < 0:
+        raise ConfigError(f"--dilation must be 0 or more pixels, got {args.dilation}")
+    ws = [*args.w, *([] if args.grid_w is None else [args.grid_w])]
+    bad = [w for w in ws if not math.isfinite(w)]
+    if bad:
+        raise ConfigError(f"--w / --grid-w must be finite numbers, got {bad[0]}")
+    if args.grid_w is not None and args.grid_w not in args.w:
+        raise ConfigError(f"--grid-w {args.grid_w:g} is not one of --w {args.w}")
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise DataError(f"--out {out} exists and is not empty; choose another or add --overwrite")
+    return sorted(set(args.w))
+
+
+def check_size(size: int, multiple: int) -> None:
+    if size < 24:
+        raise ConfigError(f"--size must be at least 24 px (objects and SSIM need it), got {size}")
+    if size % multiple:
+        raise ConfigError(
+            f"--size {size} is not a multiple of {multiple}, which this model's image sides must be"
+        )
+
+
+def method_key(mode: str, w: float | None) -> str:
+    return mode if w is None else f"{mode}_w{w:g}"
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.benchmark != "removal":  # argparse allows only 'removal' today
+        raise ConfigError(f"unknown benchmark {args.benchmark!r}")
+    return run_removal(args)
+
+
+def run_removal(args: argparse.Namespace) -> int:
+    from dcgd.eval import repeated_objects as bench
+    from dcgd.sampling.pipeline import load_pipeline
+
+    ws = check_options(args)
+    tracking_uri = None
+    if not args.no_mlflow:
+        from dcgd.tracking.store import check_reachable, resolve_tracking_uri
+
+        tracking_uri = resolve_tracking_uri(args.tracking_uri)
+        check_reachable(tracking_uri)
+    if not args.checkpoint.exists():
+        raise ModelLoadError(
+            f"checkpoint {args.checkpoint} does not exist; give a .ckpt written by 'python -m "
+            "dcgd fit' or a folder written by 'dcgd export'"
+        )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
+    size = args.size or pipe.settings.resolution
+    check_size(size, pipe.size_multiple)
+    steps = args.steps or pipe.settings.steps
+    grid_w = args.grid_w
+    if grid_w is None:
+        grid_w = pipe.settings.w if pipe.settings.w in ws else ws[0]
+    lpips, lpips_note = _load_lpips(args.lpips, args.lpips_weights, device)
+
+    start = time.perf_counter()
+    cases = bench.build_cases(args.count, args.case_seed, size, args.dilation)
+    batches = [cases[i : i + args.batch_size] for i in range(0, len(cases), args.batch_size)]
+    tensors = [bench.case_batch(chunk) for chunk in batches]
+
+    # method key -> (mode or baseline name, w or None)
+    methods: dict[str, tuple[str, float | None]] = {}
+    for mode in PROMPT_MODES:
+        for w in [None] if mode == "none" else ws:
+            methods[method_key(mode, w)] = (mode, w)
+    for name in BASELINES:
+        methods[name] = (name, None)
+    grid_columns = [method_key(m, None if m == "none" else grid_w) for m in PROMPT_MODES]
+    grid_columns += list(BASELINES)
+
+    rows: dict[str, list[dict[str, float]]] = {key: [] for key in methods}
+    shown: dict[str, list[torch.Tensor]] = {key: [] for key in grid_columns}
+    progress = tqdm(
+        total=len(cases) * len(methods), desc="benchmark removal", unit="img", file=sys.stderr
+    )
+    for key, (name, w) in methods.items():
+        for chunk, batch in zip(batches, tensors, strict=True):
+            pred = _predict(name, w, batch, pipe, steps, args.seed)
+            scored = bench.score(chunk, batch, pred)
+            if lpips is not None:
+                for row, value in zip(scored, _lpips(lpips, batch, pred, device), strict=True):
+                    row["lpips"] = value
+            rows[key] += scored
+            if key in shown and sum(len(x) for x in shown[key]) < GRID_ROWS:
+                shown[key].append(pred.float().cpu())
+            progress.update(len(chunk))
+    progress.close()
+    seconds = time.perf_counter() - start
+
+    measures = [*bench.MEASURES, *(["lpips"] if lpips is not None else [])]
+    indices = bench.resample_indices(len(cases), args.resamples, args.seed)
+    summary = summarise(methods, rows, cases, measures, indices)
+    differences = paired_differences(ws, rows, measures, indices)
+    settings = {
+        "benchmark": "removal",
+        "checkpoint": str(args.checkpoint),
+        "model_resolution": pipe.settings.resolution,
+        "layout": pipe.settings.layout,
+        "sampler": pipe.settings.sampler,
+        "size": size,
+        "count": len(cases),
+        "case_seed": args.case_seed,
+        "seed": args.seed,
+        "steps": steps,
+        "w": ws,
+        "grid_w": grid_w,
+        "dilation": args.dilation,
+        "resamples": args.resamples,
+        "lpips": lpips_note,
+        "use_ema": not args.no_ema,
+    }
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    table = to_markdown(settings, summary, differences, measures)
+    (out / "table.md").write_text(table)
+    (out / "table.csv").write_text(to_csv(summary, differences, measures))
+    payload = {
+        "settings": settings,
+        "protocol": bench.PROTOCOL,
+        "methods": summary,
+        "differences": differences,
+        "cases": case_rows(cases, rows),
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    first = batches[0][:GRID_ROWS]
+    columns = {key: torch.cat(shown[key])[: len(first)] for key in grid_columns}
+    grid_image(first, columns, grid_w).save(out / "grid.png")
+    reappearance_plot(ws, summary).savefig(out / "reappearance.png", dpi=120)
+
+    print()
+    print(table)
+    print(f"{len(cases)} cases x {len(methods)} methods in {seconds:.1f} s; written to {out}")
+    if lpips is None:
+        print(f"note: {lpips_note}")
+    if tracking_uri is not None:
+        run_id = log_to_mlflow(
+            tracking_uri,
+            args.experiment,
+            args.run_name or f"removal-{args.checkpoint.stem}",
+            out,
+            settings,
+            summary,
+            differences,
+            seconds,
+        )
+        print(f"logged to MLflow run {run_id} (experiment {args.experiment}, {tracking_uri})")
+    return 0
+
+
+def _predict(
+    name: str, w: float | None, batch: dict, pipe: Any, steps: int, seed: int
+) -> torch.Tensor:
+    from dcgd.eval import repeated_objects as bench
+    from dcgd.eval.baselines import navier_stokes, telea
+
+    if name == "telea":
+        return telea().inpaint(batch["source"], batch["mask"])
+    if name == "navier_stokes":
+        return navier_stokes().inpaint(batch["source"], batch["mask"])
+    if name == "mean_fill":
+        return bench.mean_fill(batch["source"], batch["mask"])
+    return pipe(
+        batch["source"],
+        batch["mask"],
+        t_info=batch["t_info"],
+        t_mask=batch["t_mask"],
+        prompt_mode=name,
+        w=1.0 if w is None else w,  # 'none': both branches are "", so w changes nothing
+        steps=steps,
+        seed=seed,
+        ids=batch["id"],
+    ).cpu()
+
+
+def _load_lpips(net: str, weights: Path | None, device: str) -> tuple[Any, str]:
+    if net == "none":
+        return None, "LPIPS left out (--lpips none)"
+    from dcgd.eval.metrics import LEFT_OUT, load_lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scorer = load_lpips(net, weights)
+    if scorer is None:
+        reason = LEFT_OUT.get(f"lpips_{net}", "weights unavailable")
+        return None, f"LPIPS left out: {reason}"
+    return scorer.to(device), f"lpips_{net} (torchvision ImageNet backbone)"
+
+
+def _lpips(scorer: Any, batch: dict, pred: torch.Tensor, device: str) -> list[float]:
+    from dcgd.eval.metrics import composite
+
+    result = composite(pred.float().cpu(), batch["source"], batch["mask"])
+    return scorer(result.to(device), batch["target"].to(device)).cpu().double().tolist()
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def summarise(
+    methods: dict[str, tuple[str, float | None]],
+    rows: dict[str, list[dict[str, float]]],
+    cases: list,
+    measures: list[str],
+    indices: np.ndarray,
+) -> dict[str, dict]:
+    """Per method: kind, mode, w, mean + interval of each measure, reappearance per size."""
+    from dcgd.eval.repeated_objects import bootstrap
+
+    summary = {}
+    for key, (name, w) in methods.items():
+        per_case = rows[key]
+        by_size: dict[str, float] = {}
+        for size_name in dict.fromkeys(c.size_name for c in cases):
+            pairs = zip(per_case, cases, strict=True)
+            picked = [r["reappeared"] for r, c in pairs if c.size_name == size_name]
+            by_size[size_name] = float(np.mean(picked))
+        summary[key] = {
+            "kind": "baseline" if name in BASELINES else "model",
+            "mode": name,
+            "w": w,
+            "n": len(per_case),
+            **{m: bootstrap([r[m] for r in per_case], indices) for m in measures},
+            "reappeared_by_size": by_size,
+        }
+    return summary
+
+
+def paired_differences(
+    ws: list[float],
+    rows: dict[str, list[dict[str, float]]],
+    measures: list[str],
+    indices: np.ndarray,
+) -> dict[str, dict]:
+    """``<mode>_w<w> - none`` per case, for every mode other than none and every ``w``."""
+    from dcgd.eval.repeated_objects import bootstrap
+
+    out = {}
+    for mode in PROMPT_MODES[1:]:
+        for w in ws:
+            key = method_key(mode, w)
+            diff = {
+                m: bootstrap(
+                    [a[m] - b[m] for a, b in zip(rows[key], rows["none"], strict=True)], indices
+                )
+                for m in measures
+            }
+            out[f"{key} - none"] = {"mode": mode, "w": w, **diff}
+    return out
+
+
+def case_rows(cases: list, rows: dict[str, list[dict[str, float]]]) -> list[dict]:
+    out = []
+    for i, case in enumerate(cases):
+        out.append(
+            {
+                "id": case.id,
+                "label": case.label,
+                "scene": case.scene,
+                "size": case.size_name,
+                "t_info": case.t_info,
+                "t_mask": case.t_mask,
+                "mask_ratio": float(case.mask.mean()),
+                "p_src": case.p_src,
+                "p_clean": case.p_clean,
+                "threshold": case.threshold,
+                "results": {key: per_case[i] for key, per_case in rows.items()},
+            }
+        )
+    return out
+
+
+# -------------------------------------------------------------------------------- outputs
+
+_NAMES = {
+    "reappeared": "reappeared %",
+    "hole_mae": "hole MAE",
+    "hole_psnr": "hole PSNR",
+    "ssim": "SSIM (whole)",
+    "lpips": "LPIPS",
+}
+
+
+def _cell(stat: dict[str, float], measure: str, signed: bool = False) -> str:
+    scale, digits = (100.0, 1) if measure == "reappeared" else (1.0, 2 if "psnr" in measure else 4)
+    fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
+    mean, lo, hi = (fmt.format(stat[k] * scale) for k in ("mean", "lo", "hi"))
+    return f"{mean} [{lo}, {hi}]"
+
+
+def to_markdown(settings: dict, summary: dict, differences: dict, measures: list[str]) -> str:
+    sizes = list(next(iter(summary.values()))["reappeared_by_size"])
+    head = ["method", "w", *(_NAMES[m] for m in measures), *(f"re. {s} %" for s in sizes)]
+    lines = [
+        f"# Repeated-object removal: {settings['checkpoint']}",
+        "",
+        f"{settings['count']} cases at {settings['size']} px (case seed {settings['case_seed']}), "
+        f"{settings['steps']} steps, seed {settings['seed']}; mean [bootstrap 95% interval]. "
+        "Reappeared: lower is better.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for key, stat in summary.items():
+        w = "any" if stat["mode"] == "none" else ("" if stat["w"] is None else f"{stat['w']:g}")
+        cells = [key, w, *(_cell(stat[m], m) for m in measures)]
+        cells += [f"{100 * stat['reappeared_by_size'][s]:.1f}" for s in sizes]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Paired differences on the same cases (negative reappearance / MAE = better than none):",
+        "",
+        "| comparison | w | " + " | ".join(f"Δ {_NAMES[m]}" for m in measures) + " |",
+        "|" + "---|" * (len(measures) + 2),
+    ]
+    for key, diff in differences.items():
+        cells = [key, f"{diff['w']:g}", *(_cell(diff[m], m, signed=True) for m in measures)]
+        lines.append("| " + " | ".join(cells) + " |")
+    from dcgd.eval.repeated_objects import PROTOCOL
+
+    lines += ["", "Protocol:", ""]
+    lines += [f"- {k}: {v}" for k, v in PROTOCOL.items() if k != "lpips" or "lpips" in measures]
+    if "lpips" not in measures:
+        lines.append(f"- {settings['lpips']}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(summary: dict, differences: dict, measures: list[str]) -> str:
+    buffer = io.StringIO()
+    head = ["kind", "name", "mode", "w"]
+    head += [f"{m}_{s}" for m in measures for s in ("mean", "lo", "hi")]
+    sizes = list(next(iter(summary.values()))["reappeared_by_size"])
+    head += [f"reappeared_{s}" for s in sizes]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    for key, stat in summary.items():
+        row = [stat["kind"], key, stat["mode"], "" if stat["w"] is None else stat["w"]]
+        row += [stat[m][s] for m in measures for s in ("mean", "lo", "hi")]
+        writer.writerow(row + [stat["reappeared_by_size"][s] for s in sizes])
+    for key, diff in differences.items():
+        row = ["difference", key, diff["mode"], diff["w"]]
+        row += [diff[m][s] for m in measures for s in ("mean", "lo", "hi")]
+        writer.writerow(row + [""] * len(sizes))
+    return buffer.getvalue()
+
+
+def grid_image(cases: list, columns: dict[str, torch.Tensor], grid_w: float):
+    """source | mask | one column per method | target, for ``cases``; names on top."""
+    from PIL import ImageDraw
+
+    from dcgd.eval.repeated_objects import case_batch
+    from dcgd.tracking.images import image_grid
+
+    batch = case_batch(cases)
+    tiles = [batch["source"], batch["mask"], *columns.values(), batch["target"]]
+    names = ["source", "mask"]
+    names += [f"{k.split('_w')[0]} w={grid_w:g}" if "_w" in k else k for k in columns]
+    names += ["target"]
+    grid = image_grid(tiles)
+    side = batch["source"].shape[-1]
+    scale = max(1, 128 // side)
+    grid = grid.resize((grid.width * scale, grid.height * scale), resample=0)
+    header = 14
+    canvas = grid.crop((0, -header, grid.width, grid.height))  # white-ish pad on top
+    canvas.paste((255, 255, 255), (0, 0, grid.width, header))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(names):
+        draw.text((scale * (2 + i * (side + 2)) + 2, 1), name.replace("_", " "), fill=(0, 0, 0))
+    return canvas
+
+
+def reappearance_plot(ws: list[float], summary: dict):
+    """Reappearance rate vs w per prompt mode (95% interval bars), baselines as lines."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for mode in PROMPT_MODES:
+        stats = [summary[method_key(mode, None if mode == "none" else w)]["reappeared"] for w in ws]
+        mean = np.array([s["mean"] for s in stats]) * 100
+        err = np.array([[s["mean"] - s["lo"], s["hi"] - s["mean"]] for s in stats]).T * 100
+        label = "none (w has no effect)" if mode == "none" else mode
+        style = "--" if mode == "none" else "-"
+        axes.errorbar(ws, mean, yerr=err, marker="o", capsize=3, label=label, linestyle=style)
+    for name, style in zip(BASELINES, (":", "-.", (0, (1, 3))), strict=True):
+        rate = 100 * summary[name]["reappeared"]["mean"]
+        axes.axhline(rate, color="grey", linestyle=style, label=name.replace("_", " "))
+    axes.set_xlabel("guidance weight w")
+    axes.set_ylabel("object reappeared (% of cases)")
+    axes.set_xticks(ws)
+    highest = max(100 * s["reappeared"]["hi"] for s in summary.values())
+    axes.set_ylim(-2, max(10.0, 1.15 * highest))
+    axes.set_title("Repeated-object removal (lower is better)")
+    axes.legend(fontsize="small")
+    return figure
+
+
+def log_to_mlflow(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    out: Path,
+    settings: dict,
+    summary: dict,
+    differences: dict,
+    seconds: float,
+) -> str:
+    """A run holding the settings as params, every mean as a metric and --out as artifacts."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from dcgd.tracking.store import DEFAULT_ARTIFACT_DIR, is_local
+
+    stamp = int(time.time() * 1000)
+    metrics = [Metric("seconds", seconds, stamp, 0)]
+    for key, stat in {**summary, **differences}.items():
+        name = key.replace(" - ", "-minus-")
+        for measure, value in stat.items():
+            if isinstance(value, dict) and "mean" in value:
+                metrics.append(Metric(f"{measure}/{name}", value["mean"], stamp, 0))
+    params = [Param(k, str(v)[:6000]) for k, v in settings.items()]
+    try:
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if is_local(uri):
+                location = (Path(DEFAULT_ARTIFACT_DIR) / experiment).resolve().as_uri()
+            experiment_id = client.create_experiment(experiment, location)
+        else:
+            experiment_id = found.experiment_id
+        run = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={"dcgd.role": "benchmark", "dcgd.benchmark": "removal"},
+        )
+        run_id = run.info.run_id
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.log_artifacts(run_id, str(out))
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as err:
+        raise TrackingError(
+            f"MLflow at {uri} refused the benchmark run ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:200]}); the results are in {out}; rerun with "
+            "--no-mlflow or fix --tracking-uri"
+        ) from None
+    return run_id
