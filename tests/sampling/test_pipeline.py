@@ -10,6 +10,7 @@ import torch
 from dcgd.errors import ConfigError, ModelLoadError
 from dcgd.models.latent_space import tiny_vae_config
 from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline, load_pipeline, read_checkpoint
+from tests.numerics import SAMPLED_ATOL
 from tests.training.tiny import make_batch, tiny_module
 
 
@@ -30,7 +31,9 @@ def test_save_and_load_give_the_same_result(space, tmp_path):
     loaded = load_pipeline(tmp_path)
     assert loaded.settings == pipe.settings
     got = loaded(batch["source"], batch["mask"], batch["t_info"], batch["t_mask"], ids=batch["id"])
-    assert torch.equal(got, want)
+    # The loaded weights are read unaligned from a memory map, which some BLAS kernels (MKL's
+    # on some CPUs) sum in another order than the module's own: equal to rounding.
+    torch.testing.assert_close(got, want, rtol=0, atol=SAMPLED_ATOL)
     live = module.pipeline(use_ema=False)
     not_ema = live(
         batch["source"], batch["mask"], batch["t_info"], batch["t_mask"], ids=batch["id"]
@@ -53,6 +56,7 @@ def test_settings_say_what_the_weights_do_not(tmp_path):
         "sampler": "euler",
         "steps": 2,
         "seed": 0,
+        "known_region": "replace",
     }
 
 
