@@ -102,6 +102,8 @@ def test_fifty_predictions_give_the_table_and_the_json(folders, tmp_path, capsys
         bucket = BUCKET_NAMES[int(key.name) % 4]
         psnr[bucket].append(10 * np.log10(1 / np.mean((result - target) ** 2)))
         mae[bucket].append(np.mean(np.abs(result - target)))
+    # float32 scores against numpy's float64: ~3e-6 dB apart, the order of the float32 sums
+    # (threads, vector width) moves them by ~1e-6.
     for bucket in BUCKET_NAMES:
         assert payload["psnr"][bucket] == pytest.approx(np.mean(psnr[bucket]), abs=1e-4)
         assert payload["mae"][bucket] == pytest.approx(np.mean(mae[bucket]), abs=1e-5)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dcgd.models.schedulers import SAMPLERS
+from tests.numerics import SAMPLED_ATOL
 from tests.training.tiny import make_batch, tiny_module
 
 
@@ -34,7 +35,9 @@ def test_a_result_does_not_depend_on_its_batch(module, sampler):
     batch = make_batch()
     together = _run(module, batch, sampler=sampler)
     alone = {k: v[1:] for k, v in batch.items()}
-    torch.testing.assert_close(_run(module, alone, sampler=sampler), together[1:])
+    # Batches of 1 and 2 go through other kernel shapes: equal to rounding (SAMPLED_ATOL).
+    alone = _run(module, alone, sampler=sampler)
+    torch.testing.assert_close(alone, together[1:], rtol=0, atol=SAMPLED_ATOL)
 
 
 def test_outside_the_mask_the_result_is_the_source_exactly(module):
@@ -64,10 +67,13 @@ def test_the_prompt_mode_changes_the_result(module):
     batch = make_batch()
     results = {m: _run(module, batch, prompt_mode=m) for m in ("none", "dual")}
     assert not torch.allclose(results["none"], results["dual"])
-    # With w = 1 only the positive branch counts: "positive" == "dual" (same T_pos).
+    # With w = 1 only the positive branch counts: "positive" == "dual" (same T_pos), to
+    # rounding: one branch or both go through the U-Net, batches of other shapes.
     torch.testing.assert_close(
         _run(module, batch, prompt_mode="positive", w=1.0),
         _run(module, batch, prompt_mode="dual", w=1.0),
+        rtol=0,
+        atol=SAMPLED_ATOL,
     )
 
 

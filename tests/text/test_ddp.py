@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,42 @@ def _describe(describer, loader) -> dict[str, dict]:
         for key, sample_id, d in zip(
             sample_keys(batch), batch["id"], describer.describe(batch), strict=True
         ):
-            out[sample_id] = {"key": key, "t_info": d.t_info, "t_mask": d.t_mask}
+            out[sample_id] = {
+                "key": key,
+                "t_info": d.t_info,
+                "t_mask": d.t_mask,
+                "scores": d.scores,
+            }
     return out
+
+
+# CLIP's probabilities of the candidates: other batch shapes and thread counts move them by
+# ~1e-6 (float rounding; they are logged to 6 decimals), another image by ~1e-1.
+PROBABILITY_ATOL = 1e-4
+
+
+def _assert_same_scores(got: dict, want: dict, sample_id: str) -> None:
+    """The same probabilities per candidate; a candidate may drop out of a shortlist only at
+    its cut, where float noise can swap it with the next one."""
+    for part, ranked in want.items():
+        theirs = dict(got[part])
+        for name, p in ranked:
+            if name in theirs:
+                assert abs(theirs[name] - p) <= PROBABILITY_ATOL, (sample_id, part, name)
+            else:
+                assert p <= min(theirs.values()) + PROBABILITY_ATOL, (sample_id, part, name)
+
+
+def _near_tie(scores: dict) -> bool:
+    """Whether float noise could reorder the candidates a description is made of: the top 2
+    objects of the region (T_mask takes 1), the top 2 scenes, the top 4 objects of the
+    context (T_info takes 2, after leaving out T_mask's)."""
+    gaps = [
+        a[1] - b[1]
+        for ranked, top in ((scores["mask"], 2), (scores["scene"], 2), (scores["context"], 4))
+        for a, b in pairwise(ranked[:top])
+    ]
+    return any(gap <= 2 * PROBABILITY_ATOL for gap in gaps)
 
 
 def _rank(rank: int, world: int, clip_dir: str, cache_dir: str, out_dir: str) -> None:
@@ -68,7 +103,20 @@ def test_two_ranks_describe_like_one_and_only_rank_zero_writes(trained_clip, tmp
     one = ClipRegionDescriber(clip_model=str(trained_clip), **PROCEDURAL_VOCABULARY)
     one_process = _describe(one, DataLoader(dataset, batch_size=16))
     assert len(one_process) == len(dataset) == len(two_ranks)
-    assert two_ranks == one_process
+    assert two_ranks.keys() == one_process.keys()
+    # The same samples, scored alike; the same texts wherever no near tie of two candidates
+    # lets float rounding (other batches, threads, kernels) pick the other one.
+    ties = 0
+    for sample_id, want in one_process.items():
+        got = two_ranks[sample_id]
+        assert got["key"] == want["key"], sample_id
+        _assert_same_scores(got["scores"], want["scores"], sample_id)
+        _assert_same_scores(want["scores"], got["scores"], sample_id)
+        if _near_tie(want["scores"]):
+            ties += 1
+        else:
+            assert (got["t_info"], got["t_mask"]) == (want["t_info"], want["t_mask"]), sample_id
+    assert ties <= len(dataset) // 20, ties  # the texts are compared for nearly every sample
 
     # Rank 0 wrote its own samples; rank 1 computed its shard but wrote nothing.
     (folder,) = cache_dir.iterdir()

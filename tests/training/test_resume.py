@@ -92,6 +92,9 @@ def test_killed_and_resumed_fit_equals_the_uninterrupted_one(workdir):
         assert value == straight[step], f"step {step}: {value} != uninterrupted {straight[step]}"
     assert len({sample for _, sample in straight.values()}) > 1  # the data did move on
 
+    # Bit for bit, losses above included: both runs are this process, with the same threads,
+    # kernels and batch shapes, and the resumed weights are copied into the module's own
+    # (aligned) tensors, so every float is computed the same way on any CPU.
     a, b = _state(workdir / "straight"), _state(workdir / "killed")
     assert a["model"].keys() == b["model"].keys()
     # The last checkpoint is from step 6; its EMA has averaged exactly the 6 steps' weights.
