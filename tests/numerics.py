@@ -38,9 +38,9 @@ def assert_same_8bit_image(actual: np.ndarray, expected: np.ndarray) -> None:
     """Two saved results of ``remove`` whose floats agree to rounding (``SAMPLED_ATOL``).
 
     At the model's resolution a float that close to a half level rounds either way: 1 level
-    at most. The cubic resize to the window then adds up to 16 such neighbours with weights
-    whose positive part sums to 1.41: 2 levels at most, after rounding again. Wrong weights,
-    noise or prompts move the filled pixels by tens of levels.
+    at most. The cubic resize to the window then adds up 16 such neighbours with weights whose
+    magnitudes sum to 1.9 at most (OpenCV's a = -0.75): under 2 levels, 2 after rounding again.
+    Wrong weights, noise or prompts move the filled pixels by tens of levels.
     """
     assert actual.shape == expected.shape
     diff = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
