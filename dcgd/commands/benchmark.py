@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dcgd.errors import ConfigError, DataError, DCGDError, ModelLoadError, TrackingError
+from dcgd.errors import ConfigError, DataError, DCGDError, TrackingError
 from dcgd.models.guidance import PROMPT_MODES
 
 HELP = "benchmarks of a trained model; 'removal': repeated-object reappearance (Fig. 7)"
@@ -190,11 +190,6 @@ def run_removal(args: argparse.Namespace) -> int:
 
         tracking_uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(tracking_uri)
-    if not args.checkpoint.exists():
-        raise ModelLoadError(
-            f"checkpoint {args.checkpoint} does not exist; give a .ckpt written by 'python -m "
-            "dcgd fit' or a folder written by 'dcgd export'"
-        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")

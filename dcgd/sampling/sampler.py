@@ -138,7 +138,8 @@ class DCGDSampler:
                 latents = unknown * latents + (1 - unknown) * noised
             model_in = self.scheduler.scale_model_input(latents, t)
             unet_in = assemble(self.layout, model_in, mask, conditions)
-            eps = guided_noise(self.unet, unet_in, t, states_pos, states_neg, w)
-            latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+            # ε, v or x0, as the schedule's prediction_type says; the scheduler reads it so.
+            prediction = guided_noise(self.unet, unet_in, t, states_pos, states_neg, w)
+            latents = self.scheduler.step(prediction, t, latents, **step_kwargs).prev_sample
         images = self.space.decode(latents.to(dtype)).float().clamp(-1, 1)
         return composite(images, source, mask) if paste_back else images
