@@ -14,12 +14,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dcgd.checkpoints import load_checkpoint
 from dcgd.data.datamodule import SkippedFilesReport
 from dcgd.errors import ConfigError, user_error_behind
 from dcgd.eval.lightning import TableOneCallback
@@ -39,11 +39,22 @@ class DCGDCLI(LightningCLI):
             }
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Read --ckpt_path through dcgd's safe reader before Lightning reads its settings: a
+        file that would run code, or a damaged one, stops here with one line."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        if config.get("ckpt_path"):
+            load_checkpoint(self._checkpoint_file(config, config.ckpt_path))
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir or ".")
         if config.get("checkpoint") is not None and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(root / "checkpoints")
+        if "weights_only" in config:  # Lightning's own load of the file: tensors and data only
+            config.weights_only = True
         ckpt_path = config.get("ckpt_path")
         if ckpt_path:
             config.ckpt_path = str(self._checkpoint_file(config, ckpt_path))
@@ -56,7 +67,8 @@ class DCGDCLI(LightningCLI):
     def _checkpoint_file(config, ckpt_path: str) -> Path:
         path = Path(ckpt_path)
         if ckpt_path == "last" and config.get("checkpoint") is not None:
-            path = Path(config.checkpoint.dirpath) / "last.ckpt"
+            root = Path(config.trainer.default_root_dir or ".")
+            path = Path(config.checkpoint.dirpath or root / "checkpoints") / "last.ckpt"
         if not path.is_file():
             raise ConfigError(
                 f"checkpoint {str(path)!r} does not exist; give an existing .ckpt to --ckpt_path "
@@ -67,9 +79,7 @@ class DCGDCLI(LightningCLI):
     @staticmethod
     def _resume_mlflow_run(config, path: Path) -> None:
         """Continue the checkpoint's MLflow run instead of starting a new one."""
-        run_id = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get(
-            "mlflow_run_id"
-        )
+        run_id = load_checkpoint(path).get("mlflow_run_id")
         logger = config.trainer.get("logger")
         if run_id and logger is not None and not isinstance(logger, bool):
             init = getattr(logger, "init_args", None)

@@ -22,6 +22,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from dcgd.checkpoints import load_torch_file
 from dcgd.errors import DataError, ModelLoadError
 
 PROTOCOL: dict[str, str] = {
@@ -221,7 +222,8 @@ class LPIPSScorer(torch.nn.Module):
             warnings.simplefilter("ignore")
             # pnet_rand=True only avoids the download here; the backbone is loaded just below.
             self.lpips = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-        state = torch.load(backbone_checkpoint, map_location="cpu", weights_only=True)
+        state = load_torch_file(backbone_checkpoint, what=f"LPIPS {net} backbone")
+        state = state if isinstance(state, dict) else {}
         # lpips splits torchvision's `features` into slices named slice<k>.<index>.
         mapped = {}
         for key in self.lpips.net.state_dict():

@@ -26,6 +26,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from dcgd.checkpoints import load_checkpoint
 from dcgd.errors import ConfigError, ModelLoadError
 from dcgd.models.guidance import PROMPT_MODES
 from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
@@ -200,15 +201,25 @@ class DCGDPipeline:
         from dcgd.training.module import DCGDModule
 
         checkpoint = read_checkpoint(path)
+        hp = checkpoint.get("hyper_parameters")
+        if not isinstance(hp, dict):
+            raise ModelLoadError(
+                f"{path} holds no hyper_parameters to rebuild the model from; give a .ckpt "
+                "written by 'python -m dcgd fit'"
+            )
         try:
             module = DCGDModule.from_checkpoint_dict(checkpoint)
         except ModelLoadError as err:
-            hp = checkpoint["hyper_parameters"]
             origin = {k: hp.get(k) for k in ("pretrained_model", "text_encoder") if hp.get(k)}
             raise ModelLoadError(
                 f"cannot rebuild the model of checkpoint {path}: {one_line(err)}. A .ckpt needs "
                 f"what it was built from ({origin}); a folder written by 'python -m dcgd "
                 "export' does not"
+            ) from None
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
+            # Settings or weights that do not fit together: a damaged or foreign file.
+            raise ModelLoadError(
+                f"checkpoint {path} does not hold a model this dcgd can build: {one_line(err)[:200]}"
             ) from None
         return module.pipeline(use_ema=use_ema)
 
@@ -219,19 +230,15 @@ def one_line(err: BaseException) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint of a ``DCGDModule``, loaded on the CPU, or a clear error."""
+    """A Lightning checkpoint of a ``DCGDModule``, read safely on the CPU, or a clear error."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(
             f"checkpoint {path} does not exist; give a .ckpt written by 'python -m dcgd fit' "
             "(e.g. runs/<name>/checkpoints/last.ckpt) or a directory written by 'dcgd export'"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise ModelLoadError(f"cannot read checkpoint {path}: {one_line(err)}") from None
-    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
-    if not any(key.startswith("unet.") for key in state):
+    checkpoint = load_checkpoint(path)
+    if not any(key.startswith("unet.") for key in checkpoint["state_dict"]):
         raise ModelLoadError(
             f"{path} is not a checkpoint of the DCGD U-Net (DCGDModule): it holds no 'unet.' "
             "weights. A text-encoder checkpoint is loaded through the U-Net config's "

@@ -22,9 +22,11 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import yaml
 
+from dcgd.checkpoints import load_checkpoint
 from dcgd.errors import ConfigError, DCGDError, ModelLoadError
 from dcgd.sweeps.runner import TrialContext, TrialResult
 from dcgd.sweeps.spec import SweepSpec
@@ -59,14 +61,25 @@ def load_module(checkpoint: Path, device: torch.device):
         raise ConfigError(
             f"checkpoint {checkpoint} does not exist; give a .ckpt from fit with --checkpoint"
         )
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-        class_path = saved.get("hyper_parameters", {}).get(
-            "_class_path", "dcgd.training.module.DCGDModule"
+    saved = load_checkpoint(checkpoint)  # refuses a file that would run code, in one line
+    hparams = saved.get("hyper_parameters")
+    hparams = hparams if isinstance(hparams, dict) else {}
+    class_path = hparams.get("_class_path", "dcgd.training.module.DCGDModule")
+    # The class is named by the file: import only dcgd's own LightningModules from it.
+    module_name, _, name = str(class_path).rpartition(".")
+    cls = None
+    if module_name == "dcgd" or module_name.startswith("dcgd."):
+        try:
+            cls = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise ModelLoadError(
+            f"{checkpoint} names {class_path!r} as its model, which is not a dcgd "
+            "LightningModule; give a .ckpt written by 'python -m dcgd fit'"
         )
-        module_name, _, name = class_path.rpartition(".")
-        cls = getattr(importlib.import_module(module_name), name)
-        module = cls.load_from_checkpoint(checkpoint, map_location="cpu")
+    try:
+        module = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     except DCGDError:
         raise
     except Exception as err:
@@ -81,7 +94,6 @@ def load_module(checkpoint: Path, device: torch.device):
 
 def build_datamodule(config_path: Path, overrides: dict[str, Any]):
     """The ``data:`` section of a fit config, instantiated with ``overrides`` on its init_args."""
-    import lightning as L
     from jsonargparse import ArgumentParser
 
     config = yaml.safe_load(config_path.read_text()) or {}
@@ -135,9 +147,10 @@ class InferenceTrials:
         from dcgd.eval.evaluator import Evaluator
         from dcgd.eval.metrics import LEFT_OUT
 
-        data_config = self.settings.get("data_config")
-        if data_config is None and not self.checkpoint.is_file():
+        if not self.checkpoint.is_file():
             load_module(self.checkpoint, torch.device("cpu"))  # raises the missing-file error
+        load_checkpoint(self.checkpoint)  # a damaged or code-running file: refused before work
+        data_config = self.settings.get("data_config")
         config_path = Path(data_config) if data_config else find_data_config(self.checkpoint)
         if not config_path.is_file():
             raise ConfigError(f"inference.data_config {config_path} does not exist")

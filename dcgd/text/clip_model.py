@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dcgd.checkpoints import load_torch_file
 from dcgd.errors import ModelLoadError
 from dcgd.text.tokenizer import MIN_VOCAB_SIZE
 
@@ -148,6 +149,8 @@ def _load_weights(model: nn.Module, checkpoint: str) -> None:
             f"CLIP checkpoint file {checkpoint!r} does not exist. Give the path of an open_clip "
             "checkpoint (.pt / .bin / .safetensors) or a pretrained tag."
         )
+    if not checkpoint.endswith((".safetensors", ".npz", ".npy")):
+        load_torch_file(checkpoint, what="CLIP checkpoint")  # one line if it would run code
     try:
         open_clip.load_checkpoint(model, checkpoint, strict=True)
     except RuntimeError as err:
