@@ -14,15 +14,18 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from dcgd.data.buckets import PAPER_BUCKETS, Bucket, parse_bucket
 from dcgd.data.masks import MASK_KINDS, MaskSettings, eval_mask
 from dcgd.errors import ConfigError, DataError
+from dcgd.validation import check_out_folder, finite, whole, write_atomic
 
 HELP = "write the test set's masks of a mask-ratio bucket as PNGs (white = remove)"
 
 PROGRESS_FROM = 200  # masks: below this a progress bar is noise
+MIN_SIZE, MAX_SIZE = 16, 8192  # pixels a side; 8192² is 64 MiB a mask, drawn per shape
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,22 +65,14 @@ def _buckets(text: str) -> list[Bucket]:
     try:
         return [parse_bucket(text)]
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(f"--bucket: {err}") from None
 
 
-def _prepare(folder: Path, overwrite: bool) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"--out {folder} is a file; give a folder")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not overwrite:
-            raise DataError(
-                f"--out {folder} is not empty; choose a new folder, or pass --overwrite to "
-                "replace the masks written there before"
-            )
-        # Only what this command writes: stale masks from a larger --count must not survive.
-        for old in [*folder.glob("[0-9]*.png"), folder / "masks.json"]:
-            old.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
+def _encode(mask: np.ndarray, path: Path) -> bytes:
+    ok, data = cv2.imencode(".png", mask * 255)
+    if not ok:
+        raise DataError(f"could not encode {path} as PNG")
+    return data.tobytes()
 
 
 def write_masks(
@@ -88,16 +83,31 @@ def write_masks(
     seed: int,
     settings: MaskSettings,
     progress: bool = True,
+    first: np.ndarray | None = None,
 ) -> list[float]:
-    """Write masks ``0..count-1`` of ``bucket`` as ``out/000000.png``...; their ratios."""
+    """Write masks ``0..count-1`` of ``bucket`` as ``out/000000.png``...; their ratios.
+
+    Each file is written whole (temporary file + rename). ``masks.json`` goes first out of the
+    way and is written last: a folder without it is an incomplete set (a killed run), never
+    mistaken for a finished one. Masks of an earlier, larger ``--count`` are removed at the end.
+    ``first``: mask 0, when the caller drew it already.
+    """
+    settings_path = out / "masks.json"
+    settings_path.unlink(missing_ok=True)
     ratios = []
     show = progress and count >= PROGRESS_FROM
     for k in tqdm(range(count), desc=f"masks {bucket.name}", unit="mask", disable=not show):
-        mask = eval_mask(k, seed, (size, size), bucket, settings, split=0)
+        if k == 0 and first is not None:
+            mask = first
+        else:
+            mask = eval_mask(k, seed, (size, size), bucket, settings, split=0)
         path = out / f"{k:06d}.png"
-        if not cv2.imwrite(str(path), mask * 255):
-            raise DataError(f"could not write {path}; check the folder is writable")
+        write_atomic(path, _encode(mask, path))
         ratios.append(float(mask.mean()))
+    keep = {f"{k:06d}.png" for k in range(count)}
+    for stale in out.glob("[0-9]*.png"):  # only what this command writes
+        if stale.name not in keep:
+            stale.unlink()
     settings_file = {
         "bucket": bucket.name,
         "count": count,
@@ -111,26 +121,38 @@ def write_masks(
         "mean_ratio": sum(ratios) / count,
         "white": "remove",
     }
-    (out / "masks.json").write_text(json.dumps(settings_file, indent=2) + "\n")
+    write_atomic(settings_path, json.dumps(settings_file, indent=2) + "\n")
     return ratios
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        raise ConfigError(f"--count must be at least 1; got {args.count}")
-    if args.size < 16:
-        raise ConfigError(f"--size must be at least 16 pixels; got {args.size}")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be non-negative; got {args.seed}")
+    whole("--count", args.count, 1)
+    whole("--size", args.size, MIN_SIZE, MAX_SIZE)
+    whole("--seed", args.seed, 0)
+    # A dilation or feather past the side covers the whole image whatever is drawn (and a
+    # huge one would build a kernel of that size before failing).
+    whole("--dilation", args.dilation, 0, args.size)
+    whole("--feather", args.feather, 0, args.size)
+    finite("--box-probability", args.box_probability, 0, 1)
     try:
         settings = MaskSettings(args.kind, args.box_probability, args.dilation, args.feather)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     buckets = _buckets(args.bucket)
-    for bucket in buckets:
-        folder = args.out / bucket.name if len(buckets) > 1 else args.out
-        _prepare(folder, args.overwrite)
-        ratios = write_masks(folder, bucket, args.count, args.size, args.seed, settings)
+    folders = [args.out / b.name if len(buckets) > 1 else args.out for b in buckets]
+    # Every folder is checked, and every bucket's first mask drawn, before anything is written
+    # or removed: settings that cannot work fail with the old masks still in place.
+    for folder in folders:
+        check_out_folder(folder, "--out", args.overwrite, "masks")
+    firsts = [eval_mask(0, args.seed, (args.size,) * 2, b, settings, split=0) for b in buckets]
+    for bucket, folder, first in zip(buckets, folders, firsts, strict=True):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"could not create --out {folder}: {err.strerror or err}") from None
+        ratios = write_masks(
+            folder, bucket, args.count, args.size, args.seed, settings, first=first
+        )
         print(
             f"wrote {args.count} masks of bucket {bucket.name} ({args.size}x{args.size}, seed "
             f"{args.seed}, mean ratio {sum(ratios) / len(ratios):.3f}) to {folder}",

@@ -22,8 +22,13 @@ class Bucket:
     hi_fraction: Fraction = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lo_fraction", Fraction(self.lo))
-        object.__setattr__(self, "hi_fraction", Fraction(self.hi))
+        lo, hi = Fraction(self.lo), Fraction(self.hi)
+        # A ratio is a share of the image: above 1 no mask reaches it, and the mask search
+        # would add shapes forever.
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"bucket {self.lo}-{self.hi} needs 0 <= LO < HI <= 1")
+        object.__setattr__(self, "lo_fraction", lo)
+        object.__setattr__(self, "hi_fraction", hi)
 
     def count_range(self, total: int) -> tuple[int, int]:
         """Pixel counts ``[lo, hi)`` of a ``total``-pixel mask that fall in the bucket."""
@@ -55,14 +60,12 @@ def parse_bucket(text: str) -> Bucket:
     """``"0.1-0.2"`` -> ``Bucket("0.1", "0.2")``; raises ValueError with the accepted form."""
     try:
         lo, hi = text.split("-")
-        if not Fraction(lo) < Fraction(hi):
-            raise ValueError
-    except ValueError:
+        return Bucket(lo, hi)
+    except (ValueError, ZeroDivisionError):  # Fraction("1/0") divides by zero
         raise ValueError(
-            f"bad bucket {text!r}: write it as LO-HI with LO < HI, e.g. 0.1-0.2 "
-            f"(the paper's buckets are {', '.join(BUCKET_NAMES)})"
+            f"bad bucket {text!r}: write it as LO-HI mask ratios with 0 <= LO < HI <= 1, e.g. "
+            f"0.1-0.2 (the paper's buckets are {', '.join(BUCKET_NAMES)})"
         ) from None
-    return Bucket(lo, hi)
 
 
 def bucket_index(masked: int, total: int, buckets: tuple[Bucket, ...] = PAPER_BUCKETS) -> int:

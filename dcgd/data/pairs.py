@@ -28,6 +28,7 @@ from dcgd.data.buckets import Bucket, bucket_index
 from dcgd.data.masks import postprocess
 
 PAIR_KINDS = ("hole", "paste")
+PASTE_TRIES = 20  # scales and places tried per paste before giving up on that object
 
 
 @dataclass
@@ -115,7 +116,7 @@ def paste_pair(
     dilation: int = 3,
     bucket: Bucket | None = None,
     fill_fraction: float | None = None,
-    max_tries: int = 20,
+    max_tries: int = PASTE_TRIES,
     max_side_fraction: float = 0.95,
 ) -> Pair | None:
     """Paste ``cutout`` (RGBA, any size) at a random place and scale into ``target``.
@@ -123,8 +124,11 @@ def paste_pair(
     With ``bucket``, the scale is chosen so the dilated footprint's ratio falls inside it
     (rejection-sampled; ``None`` when ``max_tries`` fail, e.g. a bucket too large for the
     object's shape). ``fill_fraction`` is the share of the cut-out's box its alpha covers;
-    measured from the cut-out when not given.
+    measured from the cut-out when not given. The search is bounded by ``max_tries``: the
+    caller decides what a miss means (the dataset makes a hole pair instead).
     """
+    if max_tries < 1:
+        raise ValueError(f"max_tries must be >= 1, got {max_tries}")
     h, w = target.shape[:2]
     total = h * w
     if fill_fraction is None:

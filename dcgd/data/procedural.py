@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from dcgd.errors import ConfigError
+
 SCENE_NAMES = ("grass field", "brick wall", "sandy beach", "water", "cloudy sky", "tiled floor")
 
 # name -> (RGB colour, shape). Colours and shapes both differ, so even a tiny CLIP at 64x64
@@ -31,6 +33,8 @@ OBJECT_CLASSES: dict[str, tuple[tuple[int, int, int], str]] = {
 }
 OBJECT_NAMES = tuple(OBJECT_CLASSES)
 PLURALS = {name: name + ("es" if name.endswith("cross") else "s") for name in OBJECT_NAMES}
+
+MIN_SCENE_SIZE = 8
 
 # A context object still counts as "in the scene" when at least this much of it is visible.
 VISIBLE_FRACTION = 0.5
@@ -236,9 +240,17 @@ def composite(canvas: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
     region += alpha * rgba[..., :3]
 
 
-def _place(rng: np.random.Generator, size: int, side: int, taken: list[tuple[int, int, int]]):
-    """A top-left corner for a ``side`` square, avoiding earlier squares when it can."""
-    for _ in range(10):
+# Spots tried per object before it is allowed to overlap the others: a crowded scene must not
+# search forever for a free spot that may not exist.
+PLACEMENT_TRIES = 10
+
+
+def _place(
+    rng: np.random.Generator, size: int, side: int, taken: list[tuple[int, int, int]]
+) -> tuple[int, int]:
+    """A top-left corner for a ``side`` square, avoiding earlier squares when it can (at most
+    ``PLACEMENT_TRIES`` draws; then the last one, overlapping)."""
+    for _ in range(PLACEMENT_TRIES):
         x, y = (int(v) for v in rng.integers(0, size - side + 1, size=2))
         if all(
             abs(x - tx) >= (side + ts) // 2 or abs(y - ty) >= (side + ts) // 2
@@ -250,6 +262,9 @@ def _place(rng: np.random.Generator, size: int, side: int, taken: list[tuple[int
 
 def render_scene(rng: np.random.Generator, size: int) -> Scene:
     """A background of a random scene class with 2-5 objects of one random class."""
+    if size < MIN_SCENE_SIZE:
+        # Objects are at least 4 px: below 8 they would not fit (a numpy error deep inside).
+        raise ConfigError(f"procedural scenes need size >= {MIN_SCENE_SIZE} pixels, got {size}")
     scene = SCENE_NAMES[int(rng.integers(len(SCENE_NAMES)))]
     label = OBJECT_NAMES[int(rng.integers(len(OBJECT_NAMES)))]
     canvas = render_background(scene, rng, size)

@@ -70,8 +70,8 @@ def test_all_buckets_and_overwrite(tmp_path, capsys):
     [
         (["--bucket", "0.3-0.1"], "bad bucket '0.3-0.1'"),
         (["--bucket", "0.1-0.2", "--count", "0"], "--count must be at least 1"),
-        (["--bucket", "0.1-0.2", "--size", "8"], "--size must be at least 16"),
-        (["--bucket", "0.1-0.2", "--dilation", "-2"], "cannot be negative"),
+        (["--bucket", "0.1-0.2", "--size", "8"], "--size must be from 16 to 8192"),
+        (["--bucket", "0.1-0.2", "--dilation", "-2"], "--dilation must be from 0 to 32"),
         (["--bucket", "0.01-0.011", "--size", "16"], "holds no mask of 16x16"),
     ],
 )

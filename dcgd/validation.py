@@ -1,0 +1,156 @@
+"""Checks at the boundary, shared by the commands and the config classes.
+
+Numbers: :func:`finite` and :func:`whole` turn a NaN, an infinity, a negative count or a
+probability of 1.5 into one ``ConfigError`` line naming the option, before anything runs on it
+(a NaN learning rate trains for hours to nothing; a bucket above 1 searched forever).
+
+Files: :func:`check_new_file` / :func:`check_out_folder` refuse to replace results unless told
+(``--overwrite``), and :func:`write_atomic` / :func:`save_atomic` write through a temporary
+file in the destination folder + ``os.replace``, so a killed run or a full disk leaves the old
+file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+from dcgd.errors import ConfigError, DataError
+
+
+def _bounds_text(
+    low: float | None, high: float | None, low_open: bool = False, high_open: bool = False
+) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'greater than' if low_open else 'at least'} {low:g}"
+    if high is not None:
+        return f"{'less than' if high_open else 'at most'} {high:g}"
+    return ""
+
+
+def finite(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a float when it is a finite number within ``[low, high]`` (either end
+    open with ``low_open`` / ``high_open``); else a ConfigError naming ``name``."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        number = float(value)
+        ok = (low is None or (number > low if low_open else number >= low)) and (
+            high is None or (number < high if high_open else number <= high)
+        )
+    if not ok:
+        bounds = _bounds_text(low, high, low_open, high_open)
+        raise ConfigError(
+            f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}"
+        )
+    return number
+
+
+def whole(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int when it is a whole number within ``[low, high]``; else a
+    ConfigError naming ``name`` (a bool or 2.5 is not a count)."""
+    ok = isinstance(value, Integral) and not isinstance(value, bool)
+    if ok:
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            bounds = f"from {low} to {high}"
+        elif low is not None:
+            bounds = f"at least {low}"
+        elif high is not None:
+            bounds = f"at most {high}"
+        else:
+            bounds = "a whole number"
+        raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------- files
+def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
+    """A result file a command is about to write: refuse an existing one unless ``overwrite``
+    (checked before the work, so a refused run costs nothing)."""
+    if path.is_dir():
+        raise DataError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise DataError(
+            f"{flag} {path} exists; choose a new name, or pass --overwrite to replace it"
+        )
+
+
+def check_out_folder(folder: Path, flag: str, overwrite: bool, what: str) -> None:
+    """A folder a command writes ``what`` into: refuse a non-empty one unless ``overwrite``."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{flag} {folder} is a file; give a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise DataError(
+            f"{flag} {folder} exists and is not empty; choose a new folder, or pass "
+            f"--overwrite to replace the {what} written there before"
+        )
+
+
+def _temporary_name(path: Path) -> Path:
+    # Hidden, unique, in the destination folder (os.replace is atomic only within one file
+    # system), ending in the real suffix: PIL and matplotlib read the format from it. Created
+    # with mode 0o666 less the umask, as open() would: mkstemp's 0o600 would outlive the rename.
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def save_atomic(path: Path, save: Callable[[Path], object]) -> Path:
+    """Run ``save(tmp)`` (any writer that takes a path), then rename ``tmp`` to ``path``.
+
+    On any failure the temporary file is removed and ``path`` keeps what it held; an
+    ``OSError`` (full disk, read-only folder) becomes a one-line DataError.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_name(path)
+    except OSError as err:
+        raise DataError(f"could not write {path}: {err.strerror or err}") from None
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"could not write {path}: {err.strerror or err}; check the folder is writable "
+            "and has space"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all (see :func:`save_atomic`)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+
+    return save_atomic(path, write)
