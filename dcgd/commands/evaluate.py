@@ -4,6 +4,10 @@ Files are matched by name: the path relative to each folder without its extensio
 (``a/b.png`` in --pred matches ``a/b.jpg`` in --target). Nothing is guessed: missing files,
 unreadable files, mismatched sizes and masks outside every bucket are listed and counted,
 and only the complete, consistent images are scored. Mask pixels above 127 are masked.
+
+A partial evaluation is an error (exit 2, nothing written) unless ``--allow-missing``: a table
+over 10 of 500 images must not pass for the table over 500. Result files are never replaced
+without ``--overwrite``, and each is written whole (temporary file + rename).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from tqdm import tqdm
 
 from dcgd.data import images
 from dcgd.data.buckets import OUTSIDE, bucket_index
-from dcgd.errors import DataError
+from dcgd.errors import ConfigError, DataError
 from dcgd.eval.evaluator import Evaluator
 from dcgd.eval.metrics import LEFT_OUT, composite, load_fid
 from dcgd.eval.removal import ObjectResidue
 from dcgd.eval.table import protocol_text, rows_to_csv, to_markdown
+from dcgd.validation import check_new_file, whole, write_atomic
 
 HELP = "score a method's output images per mask-ratio bucket (PSNR, SSIM, MAE, LPIPS)"
 
@@ -78,6 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=16,
         help="images of the same size scored together (default 16)",
     )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score the complete images even when others were skipped (missing, unreadable, "
+        "mismatched, ambiguous or outside every bucket); without it that is an error",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing --json / --csv / --table files"
+    )
 
 
 def index_images(folder: Path, problems: dict) -> dict[str, Path]:
@@ -108,9 +122,24 @@ def _size(x: torch.Tensor) -> str:
     return f"{x.shape[-1]}x{x.shape[-2]}"
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: the result files are new (or --overwrite), folders are not files, and
+    no two options name the same file (the last writer would silently win)."""
+    seen: dict[Path, str] = {}
+    for flag in ("json", "csv", "table"):
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        check_new_file(path, f"--{flag}", args.overwrite)
+        key = path.resolve()
+        if key in seen:
+            raise ConfigError(f"--{seen[key]} and --{flag} name the same file {path}; give two")
+        seen[key] = flag
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
+    whole("--batch-size", args.batch_size, 1)
+    check_outputs(args)
     problems: dict[str, dict] = {
         k: {}
         for k in (
@@ -144,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             keys.append(key)
 
+    given = _given(args, preds, targets, problems)
+    if keys:
+        # Files that are missing or named twice are known now: say so before the long part.
+        _check_complete(args, given, given - set(keys), problems)
+
     nets = (
         []
         if args.lpips.strip().lower() == "none"
@@ -164,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if sources is None:
         print("note: no --source given; the composite keeps the TARGET outside the mask")
 
-    scored = 0
+    scored_keys: list[str] = []
     pending: list[tuple] = []  # images of one size, scored as one batch
 
     def flush() -> None:
@@ -203,15 +237,18 @@ def run(args: argparse.Namespace) -> int:
         if pending and (len(pending) >= args.batch_size or pending[0][1].shape != pred.shape):
             flush()
         pending.append((key, pred, target, mask, source, bucket, masked / total))
-        scored += 1
+        scored_keys.append(key)
     flush()
 
-    _report_problems(problems)
+    scored = len(scored_keys)
     if scored == 0:
+        _report_problems(problems, listed_in_json=False)
         raise DataError(
             f"no image could be scored ({len(preds)} predictions, {len(targets)} targets, "
             f"{len(masks)} masks); see the problems above"
         )
+    _check_complete(args, given, given - set(scored_keys), problems)
+    _report_problems(problems, listed_in_json=bool(args.json))
     means = evaluator.compute()
     if fid is not None:
         means["fid"] = {"all": float(fid.compute())} if scored >= 2 else {"all": math.nan}
@@ -227,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(protocol_text(protocol))
-    print(f"scored {scored} of {len(set(preds) | set(targets))} images")
+    print(f"scored {scored} of {len(given)} images")
 
     if args.json:
         payload = {metric: _clean(per) for metric, per in means.items()}
@@ -236,15 +273,43 @@ def run(args: argparse.Namespace) -> int:
         payload["protocol"] = protocol
         payload["problems"] = problems
         payload["problem_counts"] = {k: len(v) for k, v in problems.items()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+        write_atomic(args.json, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        args.csv.write_text(rows_to_csv(evaluator.gather_rows()))
+        write_atomic(args.csv, rows_to_csv(evaluator.gather_rows()))
     if args.table:
-        args.table.parent.mkdir(parents=True, exist_ok=True)
-        args.table.write_text(table + "\n" + protocol_text(protocol))
+        write_atomic(args.table, table + "\n" + protocol_text(protocol))
     return 0
+
+
+def _check_complete(
+    args: argparse.Namespace, given: set[str], skipped: set[str], problems: dict[str, dict]
+) -> None:
+    """A partial evaluation is an error unless --allow-missing: list what was skipped, and
+    write nothing (a table over part of the images must not pass for the whole one)."""
+    if not skipped or args.allow_missing:
+        return
+    _report_problems(problems, listed_in_json=False)
+    kinds = ", ".join(
+        f"{kind.replace('_', ' ')} {len(items)}" for kind, items in problems.items() if items
+    )
+    raise DataError(
+        f"{len(skipped)} of {len(given)} images were skipped ({kinds}; listed above); fix "
+        "them, or pass --allow-missing to score only the complete ones"
+    )
+
+
+def _given(
+    args: argparse.Namespace, preds: dict, targets: dict, problems: dict[str, dict]
+) -> set[str]:
+    """The images the user gave: a prediction or a target (named twice counts too: it is
+    an image that was not scored)."""
+    folders = (args.pred.resolve(), args.target.resolve())
+    ambiguous = {
+        key
+        for key, paths in problems["ambiguous"].items()
+        if any(Path(p).resolve().is_relative_to(f) for p in paths for f in folders)
+    }
+    return set(preds) | set(targets) | ambiguous
 
 
 def _clean(per_bucket: dict[str, float]) -> dict[str, float | None | str]:
@@ -255,7 +320,7 @@ def _clean(per_bucket: dict[str, float]) -> dict[str, float | None | str]:
     return out
 
 
-def _report_problems(problems: dict[str, dict]) -> None:
+def _report_problems(problems: dict[str, dict], listed_in_json: bool) -> None:
     for kind, items in problems.items():
         if not items:
             continue
@@ -263,4 +328,5 @@ def _report_problems(problems: dict[str, dict]) -> None:
         for key, detail in list(items.items())[:SHOW]:
             print(f"  {key}: {detail}")
         if len(items) > SHOW:
-            print(f"  ... and {len(items) - SHOW} more (all listed in --json)")
+            where = " (all listed in --json)" if listed_in_json else ""
+            print(f"  ... and {len(items) - SHOW} more{where}")

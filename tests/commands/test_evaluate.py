@@ -130,7 +130,12 @@ def test_problems_are_reported_not_guessed(folders, tmp_path, capsys):
     (broken["target"] / "scenes/004.bmp").write_bytes(b"not an image")  # unreadable
     shutil.copy(broken["pred"] / "scenes/005.png", broken["pred"] / "scenes/005.jpg")  # ambiguous
     report = tmp_path / "report.json"
-    assert main(_argv(broken, f"--json={report}", "--lpips=none")) == 0
+    # Scoring part of the images is an error unless asked for; then they are listed.
+    assert main(_argv(broken, f"--json={report}", "--lpips=none")) == 2
+    # (the files missing or named twice are known before scoring: it stops there)
+    assert "4 of 51 images were skipped" in capsys.readouterr().err
+    assert not report.exists()
+    assert main(_argv(broken, f"--json={report}", "--lpips=none", "--allow-missing")) == 0
     printed = capsys.readouterr().out
     payload = json.loads(report.read_text())
     problems = payload["problems"]
