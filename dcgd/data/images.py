@@ -3,11 +3,21 @@
 Every decode goes through PIL and ends as ``uint8`` RGB (or RGBA for cut-outs): grayscale is
 repeated to three channels, transparency is flattened on a stated background, 16-bit data is
 scaled (not clipped) to 8 bits. Anything unreadable raises :class:`DataError` naming the file.
+
+:func:`load_kept` / :func:`save_kept` are for tools that write an edited image back
+(``python -m dcgd remove``): the pixels stay in the file's own mode and depth next to the 8-bit
+RGB view a model works on, and :func:`write_atomically` replaces a file only once its new
+content is complete.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -34,10 +44,15 @@ def _open(path: Path) -> Image.Image:
         image = Image.open(path)
         # PIL forgets the raw pixel format once loaded; remember whether it was 16-bit colour.
         image.info["dcgd_sixteen_bit_colour"] = _sixteen_bit_colour(image)
+        image.info["dcgd_rawmode"] = _rawmode(image)
         image.load()  # PIL decodes lazily: force it so truncation shows up here
     except FileNotFoundError:
         raise DataError(
             f"image {path} does not exist; check the dataset root and file list"
+        ) from None
+    except PermissionError:
+        raise DataError(
+            f"cannot read image {path}: permission denied; check the file's permissions"
         ) from None
     except Image.DecompressionBombError as err:
         raise DataError(
@@ -51,11 +66,16 @@ def _open(path: Path) -> Image.Image:
 
 def _sixteen_bit_colour(image: Image.Image) -> bool:
     """True for 48/64-bit colour files, which PIL reduces to 8 bits by truncation."""
-    if image.mode not in ("RGB", "RGBA") or not image.tile:
-        return False
+    return image.mode in ("RGB", "RGBA") and "16" in _rawmode(image)
+
+
+def _rawmode(image: Image.Image) -> str:
+    """How the (not yet loaded) file stores its pixels, e.g. "RGB;16B"; "" if unknown."""
+    if not image.tile:
+        return ""
     args = image.tile[0].args
     rawmode = args[0] if isinstance(args, tuple) else args
-    return isinstance(rawmode, str) and "16" in rawmode
+    return rawmode if isinstance(rawmode, str) else ""
 
 
 def _scale_sixteen(data: np.ndarray) -> np.ndarray:
@@ -63,12 +83,17 @@ def _scale_sixteen(data: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(data.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
 
 
-def _decode_sixteen_bit_colour(path: Path) -> np.ndarray:
+def _read_sixteen_bit_colour(path: Path) -> np.ndarray:
+    """A 48/64-bit colour file as ``uint16`` RGB(A), through OpenCV (PIL has no such mode)."""
     data = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None or data.dtype != np.uint16 or data.ndim != 3:
         raise _corrupt(path, "16-bit colour data could not be decoded")
     order = cv2.COLOR_BGRA2RGBA if data.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return _scale_sixteen(cv2.cvtColor(data, order))
+    return cv2.cvtColor(data, order)
+
+
+def _decode_sixteen_bit_colour(path: Path) -> np.ndarray:
+    return _scale_sixteen(_read_sixteen_bit_colour(path))
 
 
 def _to_rgba_array(image: Image.Image, path: Path) -> np.ndarray:
@@ -164,6 +189,192 @@ def load_image_and_mask(
     mask = load_mask(mask_path)
     check_mask(mask, image.shape, str(mask_path), str(image_path))
     return image, mask
+
+
+# ---------------------------------------------------------------- images kept as stored
+# Modes an edited image is written back in, unchanged. "RGB;16" / "RGBA;16" are 48/64-bit
+# colour, which PIL cannot hold (it truncates them to 8 bits): OpenCV reads and writes those.
+KEPT_MODES = ("RGB", "RGBA", "L", "LA", "1", "P", "I;16", "RGB;16", "RGBA;16")
+# The modes each output format holds exactly (.webp is written lossless; .jpg is lossy).
+WRITABLE_MODES: dict[str, tuple[str, ...]] = {
+    ".png": KEPT_MODES,
+    ".tif": KEPT_MODES,
+    ".tiff": KEPT_MODES,
+    ".bmp": ("RGB", "L", "1", "P"),
+    ".webp": ("RGB", "RGBA"),
+    ".jpg": ("RGB", "L"),
+    ".jpeg": ("RGB", "L"),
+}
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")
+_ICC_FORMATS = ("PNG", "TIFF", "JPEG", "WEBP")
+
+
+@dataclass
+class KeptImage:
+    """An image as its file stores it, plus the 8-bit RGB view a model works on.
+
+    ``pixels``: ``uint8`` (``bool`` for mode "1", palette indices for "P", ``uint16`` for the
+    16-bit modes), ``[H,W]`` or ``[H,W,C]``. ``rgb``: ``uint8`` ``[H,W,3]``, as
+    :func:`load_rgb` reads it (alpha flattened on white, 16 bits scaled to 8).
+    """
+
+    pixels: np.ndarray
+    mode: str
+    rgb: np.ndarray
+    palette: np.ndarray | None = None  # "P": [N,3] uint8
+    icc_profile: bytes | None = None
+
+    def filled(self, fill: np.ndarray, mask: np.ndarray) -> KeptImage:
+        """A copy with ``fill`` (``uint8`` ``[H,W,3]``) written under ``mask`` only, in this
+        image's mode: alpha is never touched, gray modes take the fill's luma, 16-bit modes
+        its 8-bit value times 257, "P" the nearest palette colour. Pixels outside ``mask`` are
+        copied from ``pixels``, so they keep their exact stored value. The copy's ``rgb`` is
+        ``fill``."""
+        under = mask.astype(bool)
+        pixels = self.pixels.copy()
+        mode = self.mode
+        if mode in ("RGB", "RGBA"):
+            pixels[..., :3][under] = fill[under]
+        elif mode in ("RGB;16", "RGBA;16"):
+            pixels[..., :3][under] = fill[under].astype(np.uint16) * 257
+        elif mode == "P":
+            assert self.palette is not None
+            pixels[under] = _nearest_colour(self.palette, fill[under])
+        else:  # gray: PIL's own luma, as a viewer converting RGB to L would
+            gray = np.asarray(Image.fromarray(np.ascontiguousarray(fill)).convert("L"))
+            if mode == "L":
+                pixels[under] = gray[under]
+            elif mode == "LA":
+                pixels[..., 0][under] = gray[under]
+            elif mode == "1":
+                pixels[under] = gray[under] >= 128
+            else:  # "I;16"
+                pixels[under] = gray[under].astype(np.uint16) * 257
+        return replace(self, pixels=pixels, rgb=fill)
+
+
+def _nearest_colour(palette: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Index of the nearest ``palette`` entry (squared RGB distance) for each of ``colours``."""
+    table = palette.astype(np.int32)
+    out = np.empty(len(colours), np.uint8)
+    for start in range(0, len(colours), 65536):  # [chunk, 256] distances: bounded memory
+        chunk = colours[start : start + 65536].astype(np.int32)
+        distance = ((chunk[:, None, :] - table[None]) ** 2).sum(-1)
+        out[start : start + 65536] = distance.argmin(-1)
+    return out
+
+
+def _refuse(path: Path, what: str) -> DataError:
+    return DataError(
+        f"image {path} {what}, which cannot be written back unchanged; convert it to an RGB or "
+        "RGBA PNG first"
+    )
+
+
+def load_kept(path: str | Path) -> KeptImage:
+    """An image in its own mode and depth (see :data:`KEPT_MODES`) with its 8-bit RGB view.
+
+    Raises :class:`DataError` for the modes that cannot be written back as they were: CMYK
+    and other colour spaces (converting them to RGB and back changes every pixel), 32-bit
+    integer or float pixels, a palette with a transparent colour, 16-bit gray + alpha, and
+    files holding several frames (animations, multi-page TIFF).
+    """
+    path = Path(path)
+    image = _open(path)
+    if getattr(image, "n_frames", 1) > 1:
+        raise DataError(
+            f"image {path} holds {image.n_frames} frames (an animation or multi-page file); "
+            "save the one frame to edit as its own PNG first"
+        )
+    mode, palette = image.mode, None
+    rawmode = image.info.get("dcgd_rawmode", "")
+    if "16" in rawmode and rawmode.startswith("LA"):  # PIL shows 16-bit gray + alpha as RGBA
+        raise _refuse(path, "is 16-bit gray with alpha")
+    if image.info.get("dcgd_sixteen_bit_colour"):
+        pixels = _read_sixteen_bit_colour(path)
+        mode = "RGBA;16" if pixels.shape[2] == 4 else "RGB;16"
+    elif mode in _SIXTEEN_BIT_GRAY:
+        pixels, mode = np.asarray(image).astype(np.uint16), "I;16"
+    elif mode == "CMYK":
+        raise _refuse(path, "is CMYK (removal works in RGB, and converting back changes colours)")
+    elif mode == "P":
+        if "transparency" in image.info:
+            raise _refuse(path, "is a palette image with a transparent colour")
+        pixels = np.asarray(image).copy()
+        palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+    elif mode in ("RGB", "RGBA", "L", "LA", "1"):
+        if "16" in rawmode:  # 16 bits PIL would truncate to 8 in this mode
+            raise _refuse(path, f"is 16-bit {mode}")
+        pixels = np.asarray(image).copy()
+    else:
+        raise _refuse(path, f"has pixel mode {mode}")
+    rgba = _to_rgba_array(image, path)
+    rgb = np.ascontiguousarray(rgba[..., :3]) if rgba[..., 3].min() == 255 else flatten_alpha(rgba)
+    return KeptImage(pixels, mode, rgb, palette, image.info.get("icc_profile"))
+
+
+def writable(mode: str, suffix: str) -> bool:
+    """Whether a file named ``*<suffix>`` holds a :class:`KeptImage` of ``mode``."""
+    return mode in WRITABLE_MODES.get(suffix.lower(), ())
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file next to ``path``, then rename it onto ``path``.
+
+    The rename is atomic: ``path`` holds its old content or the complete new one, never a
+    half-written file, even if the process is killed. The temporary file is removed when
+    ``write`` fails. A symlink at ``path`` is replaced, never written through.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".dcgd-{secrets.token_hex(6)}.tmp")  # short: names have limits
+    # os.open, not tempfile: the file gets the usual 0666 & ~umask mode, not 0600.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def save_kept(image: KeptImage, path: str | Path) -> None:
+    """Write ``image`` to ``path`` in its own mode, atomically (:func:`write_atomically`).
+
+    The format follows the suffix; it must hold the mode (:func:`writable`). WebP is written
+    lossless, JPEG at quality 95. The ICC profile is kept (except for 16-bit colour).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not writable(image.mode, suffix):
+        raise DataError(
+            f"{path}: a {suffix} file cannot hold a {image.mode} image; write it as .png or .tif"
+        )
+    if image.mode in ("RGB;16", "RGBA;16"):
+        order = cv2.COLOR_RGBA2BGRA if image.mode == "RGBA;16" else cv2.COLOR_RGB2BGR
+        ok, data = cv2.imencode(suffix, cv2.cvtColor(image.pixels, order))
+        if not ok:
+            raise DataError(f"OpenCV could not encode {path} as 16-bit {suffix}; use .png")
+        write_atomically(path, lambda file: file.write(data.tobytes()))
+        return
+    if image.mode == "P":
+        pil = Image.fromarray(image.pixels, "P")
+        assert image.palette is not None
+        pil.putpalette(image.palette.reshape(-1).tolist())
+    else:
+        pil = Image.fromarray(image.pixels)  # infers RGB, RGBA, L, LA, 1 and I;16
+    fmt = Image.registered_extensions()[suffix]
+    options: dict[str, object] = {}
+    if fmt == "WEBP":
+        options.update(lossless=True, exact=True)  # exact: keep colour under alpha 0 too
+    elif fmt == "JPEG":
+        options.update(quality=95)
+    if image.icc_profile and fmt in _ICC_FORMATS:
+        options["icc_profile"] = image.icc_profile
+    write_atomically(path, lambda file: pil.save(file, format=fmt, **options))
 
 
 def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:

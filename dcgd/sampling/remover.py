@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,13 @@ from dcgd.text.describer_base import Describer
 
 # Which descriptions each prompt mode reads (DESIGN.md §1).
 NEEDS = {"none": (), "positive": ("t_info",), "negative": ("t_mask",), "dual": ("t_info", "t_mask")}
+# The pipeline settings a caller may override per run.
+SAMPLING_KEYS = ("prompt_mode", "w", "steps", "seed", "sampler", "known_region")
+
+
+def _whole(value: object) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 @dataclass
@@ -68,12 +77,38 @@ class Remover:
                 "total downsampling); choose e.g. "
                 f"{max(multiple, self.resolution // multiple * multiple)}"
             )
-        if self.context < 1:
+        # `nan < 1` is False: test for finite first, or nan slips through to the window maths.
+        if not math.isfinite(self.context) or self.context < 1:
             raise ConfigError(
-                f"context must be >= 1 (a multiple of the mask's box); got {self.context}"
+                f"context must be a finite number >= 1 (a multiple of the mask's box); "
+                f"got {self.context}"
             )
-        if self.dilate < 0:
-            raise ConfigError(f"dilate is a number of pixels >= 0; got {self.dilate}")
+        if not _whole(self.dilate) or self.dilate < 0:
+            raise ConfigError(f"dilate is a whole number of pixels >= 0; got {self.dilate!r}")
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        """Refuse sampling overrides that would run but write garbage (a nan ``w`` fills the
+        hole with black) or fail deep inside the scheduler."""
+        unknown = set(self.sampling) - set(SAMPLING_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown sampling setting(s) {', '.join(sorted(unknown))}; "
+                f"use {', '.join(SAMPLING_KEYS)}"
+            )
+        w = self.sampling.get("w")
+        if w is not None and (not isinstance(w, Real) or not math.isfinite(w)):
+            raise ConfigError(f"w (the guidance weight) must be a finite number; got {w!r}")
+        steps, seed = self.sampling.get("steps"), self.sampling.get("seed")
+        # A scheduler cannot take more steps than the model was trained with timesteps.
+        most = int(self.pipeline.train_schedule.config.num_train_timesteps)
+        if steps is not None and (not _whole(steps) or not 1 <= steps <= most):
+            raise ConfigError(
+                f"steps must be a whole number from 1 to {most} (the model's training "
+                f"timesteps); got {steps!r}"
+            )
+        if seed is not None and not _whole(seed):
+            raise ConfigError(f"seed must be a whole number; got {seed!r}")
 
     @property
     def prompt_mode(self) -> str:

@@ -137,9 +137,15 @@ def test_in_a_folder_a_bad_pair_is_skipped_and_reported(checkpoint, coffee, tmp_
     assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "bad.png").exists()
     assert "skipped bad:" in capsys.readouterr().err
 
-    (masks / "bad.png").unlink()
-    assert _remove(checkpoint, images, masks, tmp_path / "out2") == 2
-    assert "have no mask of the same name" in _error_line(capsys)
+    (masks / "bad.png").unlink()  # an image without a mask is skipped too, the rest done
+    assert _remove(checkpoint, images, masks, tmp_path / "out2") == 1
+    assert (tmp_path / "out2" / "good.png").is_file()
+    assert not (tmp_path / "out2" / "bad.png").exists()
+    assert "skipped bad: no mask of the same name" in capsys.readouterr().err
+
+    (masks / "good.png").unlink()  # no image has a mask: the folders do not pair at all
+    assert _remove(checkpoint, images, masks, tmp_path / "out3") == 2
+    assert "has a mask of the same name" in _error_line(capsys)
 
 
 def test_missing_descriptions_are_warned_about(checkpoint, coffee, tmp_path, capsys):
