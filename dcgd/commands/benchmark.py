@@ -18,7 +18,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import sys
 import time
 import warnings
@@ -29,8 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dcgd.errors import ConfigError, DataError, DCGDError, TrackingError
+from dcgd.errors import ConfigError, DCGDError, TrackingError
 from dcgd.models.guidance import PROMPT_MODES
+from dcgd.validation import check_out_folder, finite, save_atomic, whole, write_atomic
 
 HELP = "benchmarks of a trained model; 'removal': repeated-object reappearance (Fig. 7)"
 REMOVAL_HELP = "how often the removed object comes back among look-alikes, per prompt mode and w"
@@ -39,6 +39,7 @@ BASELINES = ("telea", "navier_stokes", "mean_fill")
 GRID_ROWS = 8
 EXPERIMENT = "dcgd-benchmark"
 OUTPUTS = ("table.md", "table.csv", "results.json", "grid.png", "reappearance.png")
+MAX_SIZE = 4096  # case side in pixels: every case is sampled at this size, per method and w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,32 +135,31 @@ def add_removal_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_options(args: argparse.Namespace) -> list[float]:
-    """One-line errors for bad options; the sorted distinct ``w`` grid."""
+    """One-line errors for bad options (before the model loads); the sorted distinct ``w``."""
     for name in ("count", "batch_size", "resamples"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, name)}")
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    if args.dilation < 0:
-        raise ConfigError(f"--dilation must be 0 or more pixels, got {args.dilation}")
-    ws = [*args.w, *([] if args.grid_w is None else [args.grid_w])]
-    bad = [w for w in ws if not math.isfinite(w)]
-    if bad:
-        raise ConfigError(f"--w / --grid-w must be finite numbers, got {bad[0]}")
-    if args.grid_w is not None and args.grid_w not in args.w:
-        raise ConfigError(f"--grid-w {args.grid_w:g} is not one of --w {args.w}")
-    out = args.out
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise DataError(f"--out {out} exists and is not empty; choose another or add --overwrite")
+        whole("--" + name.replace("_", "-"), getattr(args, name), 1)
+    if args.steps is not None:
+        whole("--steps", args.steps, 1)
+    # Seeds key numpy generators, which refuse negatives: after all the sampling, not here.
+    whole("--seed", args.seed, 0)
+    whole("--case-seed", args.case_seed, 0)
+    whole("--dilation", args.dilation, 0)
+    if args.size is not None:
+        check_size(args.size, 1)  # the model's multiple is checked once it is loaded
+    for w in args.w:
+        finite("--w", w)
+    if args.grid_w is not None:
+        finite("--grid-w", args.grid_w)
+        if args.grid_w not in args.w:
+            raise ConfigError(f"--grid-w {args.grid_w:g} is not one of --w {args.w}")
+    check_out_folder(args.out, "--out", args.overwrite, "benchmark results")
     return sorted(set(args.w))
 
 
 def check_size(size: int, multiple: int) -> None:
     if size < 24:
         raise ConfigError(f"--size must be at least 24 px (objects and SSIM need it), got {size}")
+    whole("--size", size, 24, MAX_SIZE)
     if size % multiple:
         raise ConfigError(
             f"--size {size} is not a multiple of {multiple}, which this model's image sides must be"
@@ -196,6 +196,8 @@ def run_removal(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
     size = args.size or pipe.settings.resolution
     check_size(size, pipe.size_multiple)
+    # Half the side grows any object's mask over the whole image: nothing left to judge by.
+    whole("--dilation", args.dilation, 0, size // 2 - 1)
     steps = args.steps or pipe.settings.steps
     grid_w = args.grid_w
     if grid_w is None:
@@ -259,10 +261,7 @@ def run_removal(args: argparse.Namespace) -> int:
         "use_ema": not args.no_ema,
     }
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     table = to_markdown(settings, summary, differences, measures)
-    (out / "table.md").write_text(table)
-    (out / "table.csv").write_text(to_csv(summary, differences, measures))
     payload = {
         "settings": settings,
         "protocol": bench.PROTOCOL,
@@ -270,11 +269,17 @@ def run_removal(args: argparse.Namespace) -> int:
         "differences": differences,
         "cases": case_rows(cases, rows),
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     first = batches[0][:GRID_ROWS]
     columns = {key: torch.cat(shown[key])[: len(first)] for key in grid_columns}
-    grid_image(first, columns, grid_w).save(out / "grid.png")
-    reappearance_plot(ws, summary).savefig(out / "reappearance.png", dpi=120)
+    grid = grid_image(first, columns, grid_w)
+    figure = reappearance_plot(ws, summary)
+    # Each file whole or not at all: a killed run (or --overwrite of an earlier one) never
+    # leaves a truncated results.json next to the other files.
+    write_atomic(out / "table.md", table)
+    write_atomic(out / "table.csv", to_csv(summary, differences, measures))
+    write_atomic(out / "results.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    save_atomic(out / "grid.png", grid.save)
+    save_atomic(out / "reappearance.png", lambda tmp: figure.savefig(tmp, dpi=120))
 
     print()
     print(table)

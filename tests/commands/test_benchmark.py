@@ -102,11 +102,12 @@ def test_without_lpips_weights_lpips_is_left_out_with_one_line(checkpoint, workd
     ("extra", "message"),
     [
         (["--count", "0"], "--count must be at least 1"),
-        (["--w", "1", "nan"], "--w / --grid-w must be finite"),
-        (["--w", "inf"], "--w / --grid-w must be finite"),
+        (["--w", "1", "nan"], "--w must be a finite number"),
+        (["--w", "inf"], "--w must be a finite number"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--size", "20"], "--size must be at least 24"),
         (["--size", "33"], "is not a multiple of"),
+        (["--size", "32", "--dilation", "16"], "--dilation must be from 0 to 15"),
         (["--grid-w", "5"], "--grid-w 5 is not one of --w"),
     ],
 )
