@@ -29,6 +29,7 @@ from tqdm import tqdm
 from dcgd.errors import ConfigError, user_error_behind
 from dcgd.text.cache import CachedDescriber, cache_folder
 from dcgd.text.describer_base import Describer
+from dcgd.validation import whole
 
 HELP = "fill the description cache (T_info / T_mask) of a config's dataset; resumable"
 
@@ -229,11 +230,19 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Numbers first, before the config is read or a model loaded."""
+    whole("--epochs", args.epochs, 1)
+    whole("--shard-size", args.shard_size, 1)
+    whole("--num-workers", args.num_workers, 0)
+    if args.limit is not None:
+        whole("--limit", args.limit, 1)  # 0 would describe nothing and report success
+    if args.batch_size is not None:
+        whole("--batch-size", args.batch_size, 1)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1; got {args.epochs}")
-    if args.shard_size < 1:
-        raise ConfigError(f"--shard-size must be >= 1; got {args.shard_size}")
+    check_options(args)
     datamodule = build_datamodule(read_data_section(args.config))
     describer, cache_dir = _describer_and_cache(datamodule, args.cache)
     device = _device(args.device)
