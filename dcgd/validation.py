@@ -7,7 +7,7 @@ probability of 1.5 into one ``ConfigError`` line naming the option, before anyth
 Files: :func:`check_new_file` / :func:`check_out_folder` refuse to replace results unless told
 (``--overwrite``), and :func:`write_atomic` / :func:`save_atomic` write through a temporary
 file in the destination folder + ``os.replace``, so a killed run or a full disk leaves the old
-file or the new one, never half of one.
+file or the new one, never half of one (:func:`write_folder_atomic`: the same for a folder).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from numbers import Integral, Real
 from pathlib import Path
@@ -154,3 +155,59 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
 
     return save_atomic(path, write)
+
+
+def write_folder_atomic(folder: Path, fill: Callable[[Path], object]) -> Path:
+    """Run ``fill(tmp)`` on a new temporary folder next to ``folder``, then put it in its place.
+
+    An existing ``folder`` is moved aside, replaced, and only then deleted: whatever fails
+    (a full disk halfway through ``fill``, a kill), ``folder`` holds the old content or the
+    new, never a mix, and no file of the old content survives into the new. (A kill between
+    the two renames leaves the old content next to it, as ``.NAME.old-*``.)
+    """
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _sibling(folder, "partial", make_dir=True)
+    except OSError as err:
+        raise DataError(f"could not create {folder}: {err.strerror or err}") from None
+    try:
+        fill(tmp)
+        old = None
+        if folder.exists():
+            old = _sibling(folder, "old")
+            os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            if old is not None:
+                os.replace(old, folder)  # put the old one back
+            raise
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(
+            f"could not write {folder}: {err.strerror or err}; check the folder is writable "
+            "and has space"
+        ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _sibling(folder: Path, what: str, make_dir: bool = False) -> Path:
+    """A free hidden name next to ``folder`` (created as a folder with ``make_dir``, with the
+    permissions mkdir gives, not mkdtemp's 0o700)."""
+    for _ in range(100):
+        path = folder.with_name(f".{folder.name}.{what}-{secrets.token_hex(4)}")
+        if make_dir:
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+        elif not path.exists():
+            return path
+    raise FileExistsError(f"no free temporary name next to {folder}")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from dcgd.errors import DataError
+from dcgd.validation import check_out_folder, write_folder_atomic
 
 HELP = "write a checkpoint as a diffusers-style folder that 'remove' and Python load"
 
@@ -29,18 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_out(out: Path, overwrite: bool, settings_file: str) -> None:
+    """``--out`` is new or empty, or (with --overwrite) a previous export: never other files."""
+    check_out_folder(out, "--out", overwrite, "export")
+    if out.is_dir() and any(out.iterdir()) and not (out / settings_file).is_file():
+        raise DataError(
+            f"--out {out} exists and is not empty, and is not a dcgd export ({settings_file} "
+            "is missing); --overwrite replaces only a previous export: choose a new folder"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline
 
     out: Path = args.out
-    if out.exists() and (out.is_file() or any(out.iterdir())):
-        if not (args.overwrite and (out / SETTINGS_FILE).is_file()):
-            raise DataError(
-                f"{out} exists and is not empty; choose a new folder"
-                + (" (--overwrite replaces only a previous export)" if out.is_dir() else "")
-            )
+    check_out(out, args.overwrite, SETTINGS_FILE)
     pipeline = DCGDPipeline.from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    pipeline.save_pretrained(out)
+    # Written next to --out and renamed into place: a failed export leaves the previous one
+    # whole, and a replaced one keeps no file of the model before (a vae/ of a VAE model).
+    write_folder_atomic(out, pipeline.save_pretrained)
     settings = json.dumps({k: v for k, v in vars(pipeline.settings).items()})
     print(f"dcgd export: {args.checkpoint} -> {out}\n  settings {settings}")
     return 0
