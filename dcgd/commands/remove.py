@@ -5,10 +5,11 @@ path relative to the folder without its extension: ``a/b.jpg`` pairs with ``a/b.
 Any size and aspect: a context window around the mask runs at the model's resolution and is
 pasted back under the mask only; every other pixel is written exactly as read.
 
-Descriptions: ``--t-info`` / ``--t-mask`` give them; otherwise ``--describer`` (an open_clip
-model name with ``--describer-pretrained``, or a directory saved by dcgd) describes each
-window with CLIP (``ClipRegionDescriber``); with neither, the missing ones are "" and a
-warning says so.
+Descriptions: ``--prompts FILE`` gives them per image (CSV or JSON lines, see
+``dcgd.data.prompt_file``), ``--t-info`` / ``--t-mask`` for every image; otherwise
+``--describer`` (an open_clip model name with ``--describer-pretrained``, or a directory saved
+by dcgd) describes each window with CLIP (``ClipRegionDescriber``); with none of them, the
+missing ones are "" and a warning says so.
 
 The rules (``RULES``, shown by ``--help``) on modes, files and folders are checked before the
 model loads, so a run is refused in seconds, not after minutes of sampling.
@@ -39,6 +40,7 @@ from dcgd.data.images import (
     save_kept,
     writable,
 )
+from dcgd.data.prompt_file import read_prompt_file
 from dcgd.errors import ConfigError, DataError, DCGDError, ModelLoadError
 from dcgd.models.guidance import PROMPT_MODES
 from dcgd.models.schedulers import SAMPLERS
@@ -180,6 +182,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--t-info", help="positive prompt: what the image shows (all images)")
     parser.add_argument("--t-mask", help="negative prompt: the object to remove (all images)")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="per-image descriptions: a CSV (header name,t_info,t_mask) or JSON-lines file; "
+        "name is the image's path in the --image folder, with or without its extension. "
+        "An image it describes uses its entries over --t-info / --t-mask and the describer",
+    )
     parser.add_argument(
         "--describer",
         help="open_clip model name (e.g. ViT-L-14) or directory that describes each image "
@@ -457,9 +466,16 @@ def build_remover(args: argparse.Namespace, pipeline: DCGDPipeline) -> Remover:
     )
 
 
-def fill(todo: Plan, remover: Remover, overwrite: bool, skipped: list[str]) -> int:
-    """Fill and write every job; a job that fails is added to ``skipped`` (folder mode) or
-    raises (one image). Returns how many results were written."""
+def fill(
+    todo: Plan,
+    remover: Remover,
+    overwrite: bool,
+    skipped: list[str],
+    prompts: dict[str, dict[str, str]] | None = None,
+) -> int:
+    """Fill and write every job, with its ``prompts`` entry if any; a job that fails is added
+    to ``skipped`` (folder mode) or raises (one image). Returns how many results were written."""
+    prompts = prompts or {}
     single, done = todo.root is None, 0
     for job in tqdm(todo.jobs, desc="remove", unit="image"):
         try:
@@ -468,7 +484,7 @@ def fill(todo: Plan, remover: Remover, overwrite: bool, skipped: list[str]) -> i
             else:
                 kept, hole = load_kept(job.image), load_mask(job.mask)
                 check_mask(hole, kept.pixels.shape, str(job.mask), str(job.image))
-            result = remover(kept.rgb, hole, key=job.key)
+            result = remover(kept.rgb, hole, key=job.key, **prompts.get(job.key, {}))
         except DCGDError as err:
             if single:
                 raise
@@ -492,6 +508,7 @@ def fill(todo: Plan, remover: Remover, overwrite: bool, skipped: list[str]) -> i
 
 def run(args: argparse.Namespace) -> int:
     from dcgd.sampling.pipeline import load_pipeline
+    from dcgd.sampling.remover import NEEDS
 
     if not args.checkpoint.exists():
         raise ModelLoadError(
@@ -500,6 +517,14 @@ def run(args: argparse.Namespace) -> int:
         )
     device = pick_device(args.device)
     todo = plan(args)  # every refusal about files happens here, before the model loads
+    prompts = read_prompt_file(args.prompts) if args.prompts else {}
+    unused = sorted(set(prompts) - {job.key for job in todo.jobs})
+    if prompts and unused:
+        print(
+            f"note: {len(unused)} name(s) in {args.prompts} match no image to fill, e.g. "
+            f"{shown(unused[0])}; names are paths in the --image folder",
+            file=sys.stderr,
+        )
     if any(job.out.suffix.lower() in LOSSY_EXTENSIONS for job in todo.jobs):
         print("note: a lossy format changes pixels outside the mask too; use PNG to keep them")
     skipped = list(todo.skipped)
@@ -508,7 +533,10 @@ def run(args: argparse.Namespace) -> int:
         remover = build_remover(
             args, load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
         )
-        missing = remover.missing_descriptions()
+        described = all(
+            set(prompts.get(job.key, {})) >= set(NEEDS[remover.prompt_mode]) for job in todo.jobs
+        )
+        missing = [] if described else remover.missing_descriptions()
         if missing:
             print(
                 f"warning: prompt mode {remover.prompt_mode!r} uses {' and '.join(missing)} "
@@ -516,7 +544,7 @@ def run(args: argparse.Namespace) -> int:
                 "--describer <open_clip model> to describe each image with CLIP.",
                 file=sys.stderr,
             )
-        done = fill(todo, remover, args.overwrite, skipped)
+        done = fill(todo, remover, args.overwrite, skipped, prompts)
     for line in skipped:
         print(f"  skipped {line}", file=sys.stderr)
     print(f"dcgd remove: {done} done, {len(skipped)} skipped; results in {todo.where}")

@@ -121,24 +121,38 @@ class Remover:
         given = {"t_info": self.t_info, "t_mask": self.t_mask}
         return [name for name in NEEDS[self.prompt_mode] if given[name] is None]
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, key: str = "image") -> Removal:
-        """Fill ``mask`` (0/1 ``[H,W]``) in ``image`` (uint8 ``[H,W,3]``); ``key`` seeds it."""
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        key: str = "image",
+        t_info: str | None = None,
+        t_mask: str | None = None,
+    ) -> Removal:
+        """Fill ``mask`` (0/1 ``[H,W]``) in ``image`` (uint8 ``[H,W,3]``); ``key`` seeds it.
+        ``t_info`` / ``t_mask`` describe this image (over the remover's own)."""
         mask = postprocess(mask, dilation=self.dilate)
         check_mask(mask, image.shape, f"{key} (mask dilated by {self.dilate})", key)
         window = context_window(mask, self.resolution, self.context)
         size = self.resolution
         source = to_tensor(resize_image(crop(image, window), size)).unsqueeze(0)
         small_mask = mask_to_tensor(resize_mask(crop(mask, window), size)).unsqueeze(0)
-        t_info, t_mask = self._describe(source, small_mask)
+        t_info, t_mask = self._describe(
+            source,
+            small_mask,
+            self.t_info if t_info is None else t_info,
+            self.t_mask if t_mask is None else t_mask,
+        )
         result = self.pipeline(source, small_mask, [t_info], [t_mask], ids=[key], **self.sampling)
         filled = ((result[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         filled = filled.permute(1, 2, 0).numpy()
         return Removal(paste(image, filled, mask, window), mask, window, t_info, t_mask)
 
-    def _describe(self, source: torch.Tensor, mask: torch.Tensor) -> tuple[str, str]:
-        """The user's descriptions; the describer's (of the window the model sees) for the
+    def _describe(
+        self, source: torch.Tensor, mask: torch.Tensor, t_info: str | None, t_mask: str | None
+    ) -> tuple[str, str]:
+        """The given descriptions; the describer's (of the window the model sees) for the
         rest the prompt mode needs; "" otherwise."""
-        t_info, t_mask = self.t_info, self.t_mask
         needed = NEEDS[self.prompt_mode]
         wanted = [
             n for n, v in (("t_info", t_info), ("t_mask", t_mask)) if n in needed and v is None
