@@ -33,6 +33,7 @@ from dcgd.data.masks import MaskFolder, MaskSettings
 from dcgd.data.sources import build_source
 from dcgd.errors import ConfigError, DataError
 from dcgd.text.describer_base import Describer, attach_descriptions
+from dcgd.validation import finite, whole
 
 DATASETS = ("procedural", "photos", "places365", "paris", "folder")
 
@@ -150,24 +151,44 @@ class InpaintingDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
-        if not 0.0 <= paste_probability <= 1.0:
-            raise ConfigError(f"paste_probability must be in [0, 1]; got {paste_probability}")
-        if size < 8 or size % 8:
+        # Every number before any work: a NaN probability or a dilation wider than the image
+        # would otherwise surface as an odd sample or a search that cannot end, hours later.
+        for name, value in (
+            ("paste_probability", paste_probability),
+            ("same_class_probability", same_class_probability),
+            ("box_probability", box_probability),
+        ):
+            finite(name, value, 0, 1)
+        whole("size", size, 8)
+        if size % 8:
             raise ConfigError(
                 f"size must be a multiple of 8 (the VAE and U-Net downsample); got {size}"
             )
-        if batch_size < 1 or num_workers < 0 or seed < 0:
-            raise ConfigError(
-                f"batch_size must be >= 1, num_workers >= 0 and seed >= 0; got {batch_size}, "
-                f"{num_workers} and {seed}"
-            )
+        whole("batch_size", batch_size, 1)
+        whole("num_workers", num_workers, 0)
+        whole("seed", seed, 0)
+        for name, value in (
+            ("paste_dilation", paste_dilation),
+            ("mask_dilation", mask_dilation),
+            ("mask_feather", mask_feather),
+        ):
+            whole(name, value, 0, size)  # past the side, every mask is the whole image
+        if train_length is not None:
+            whole("train_length", train_length, 1)
+        if prefetch_factor is not None and num_workers > 0:
+            whole("prefetch_factor", prefetch_factor, 1)
         if val_per_bucket < 1 or test_per_bucket < 1:
             raise ConfigError(
                 "val_per_bucket and test_per_bucket must be >= 1 (to skip validation, set "
                 f"trainer.limit_val_batches: 0); got {val_per_bucket} and {test_per_bucket}"
             )
+        whole("val_per_bucket", val_per_bucket, 1)  # a count, not 2.5
+        whole("test_per_bucket", test_per_bucket, 1)
         try:
             self.buckets = tuple(parse_bucket(b) for b in (buckets or BUCKET_NAMES))
+        except ValueError as err:
+            raise ConfigError(f"buckets: {err}") from None
+        try:
             mask_settings = MaskSettings(mask_kind, box_probability, mask_dilation, mask_feather)
         except ValueError as err:
             raise ConfigError(str(err)) from None

@@ -141,7 +141,7 @@ def test_constructor_errors():
         InpaintingDataModule(buckets=["0.4-0.3"])
     with pytest.raises(ConfigError, match="mask kind"):
         InpaintingDataModule(mask_kind="blobs")
-    with pytest.raises(ConfigError, match="seed >= 0"):
+    with pytest.raises(ConfigError, match="seed must be at least 0"):
         InpaintingDataModule(seed=-1)
     with pytest.raises(ConfigError, match="limit_val_batches"):
         InpaintingDataModule(val_per_bucket=0)
