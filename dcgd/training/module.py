@@ -45,6 +45,7 @@ from dcgd.training.randomness import (
     draw_uniform,
     sample_generators,
 )
+from dcgd.validation import finite, whole
 
 
 class DCGDModule(L.LightningModule):
@@ -133,6 +134,23 @@ class DCGDModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Numbers first, before any model is loaded: a NaN or zero learning rate, or an EMA
+        # decay of 1 (weights that never move), would otherwise train for hours to nothing.
+        finite("lr", lr, 0, low_open=True)
+        if text_lr is not None:
+            finite("text_lr", text_lr, 0, low_open=True)
+        finite("w", w)
+        finite("w_train", w_train)
+        finite("prompt_dropout", prompt_dropout, 0, 1)
+        finite("weight_decay", weight_decay, 0)
+        if ema_decay is not None:
+            finite("ema_decay", ema_decay, 0, 1, high_open=True)
+        if snr_gamma is not None:
+            finite("snr_gamma", snr_gamma, 0, low_open=True)
+        finite("cache_gib", cache_gib, 0, low_open=True)
+        whole("val_steps", val_steps, 1)
+        whole("grid_samples", grid_samples, 0)
+        whole("seed", seed, 0)
         if layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         if prompt_mode not in PROMPT_MODES:
