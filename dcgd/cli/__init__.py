@@ -32,6 +32,7 @@ TOOL_COMMANDS = [
     "compare",
     "bench",
     "export",
+    "app",
 ]
 
 
