@@ -1,4 +1,6 @@
-"""``python -m dcgd compare --experiment NAME``: a sweep's trials side by side, from MLflow.
+"""``python -m dcgd compare [--experiment NAME]``: a sweep's trials side by side, from MLflow.
+
+Without ``--experiment``, the experiment of the most recently started sweep, named on stderr.
 
 Rows are trials, or with ``--rows prompt_mode`` (any swept parameter) the best trial of each
 value; columns are metrics per mask-ratio bucket, the best of each column marked. ``--plot``
@@ -8,13 +10,17 @@ writes metric-vs-w curves per prompt mode and per-bucket bars.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "compare a sweep's trials from MLflow: table per bucket (md/csv) and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
+    parser.add_argument(
+        "--experiment",
+        help="MLflow experiment of the sweep (default: the one of the most recent sweep)",
+    )
     parser.add_argument(
         "--parent", help="the study's parent run (id or name); default: the latest study"
     )
@@ -37,9 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcgd.sweeps.comparison import load_comparison
+    from dcgd.sweeps.comparison import latest_sweep_experiment, load_comparison
 
-    comparison = load_comparison(args.experiment, args.parent, args.tracking_uri)
+    experiment = args.experiment
+    if experiment is None:
+        experiment = latest_sweep_experiment(args.tracking_uri)
+        # On stderr: stdout stays the table (a clean CSV in csv mode).
+        print(
+            f"compare: no --experiment given; using {experiment!r}, the experiment of the "
+            "most recent sweep",
+            file=sys.stderr,
+        )
+    comparison = load_comparison(experiment, args.parent, args.tracking_uri)
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     if args.format == "csv":
         text = comparison.to_csv(args.rows, metrics)
@@ -58,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
         written = comparison.plot(args.plot, x=args.x, group=args.group)
         where = "\n  ".join(str(p) for p in written)
         # To stderr in csv mode, so that stdout stays a clean CSV.
-        import sys
-
         stream = sys.stderr if args.format == "csv" else sys.stdout
         print(f"plots ({len(written)}):\n  {where}", file=stream)
     return 0

@@ -269,6 +269,30 @@ def _value(text: str):
     return text
 
 
+def latest_sweep_experiment(tracking_uri: str | None = None) -> str:
+    """The name of the experiment holding the most recently started study (a sweep's parent
+    run), over every experiment of the store."""
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    try:
+        client = MlflowClient(uri)
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+        latest = client.search_runs(
+            list(experiments),
+            filter_string="tags.`dcgd.role` = 'study'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as err:
+        raise TrackingError(f"cannot read MLflow at {uri} ({type(err).__name__}: {err})") from None
+    if not latest:
+        raise ConfigError(
+            f"no sweep in {uri}: none of its experiments holds a study. Run 'python -m dcgd "
+            "sweep' first, or point --tracking-uri (or MLFLOW_TRACKING_URI) at its store"
+        )
+    return experiments[latest[0].info.experiment_id]
+
+
 def load_comparison(
     experiment: str, parent: str | None = None, tracking_uri: str | None = None
 ) -> Comparison:

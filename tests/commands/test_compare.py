@@ -18,7 +18,7 @@ from dcgd.cli import main
 MODES = ["none", "positive", "negative", "dual"]
 
 
-def _sweep(workdir, study: str, modes=MODES, ws=(1.0, 2.0, 3.0)) -> None:
+def _sweep(workdir, study: str, modes=MODES, ws=(1.0, 2.0, 3.0), experiment="cmp") -> None:
     spec = {
         "study": study,
         "kind": "function",
@@ -26,7 +26,7 @@ def _sweep(workdir, study: str, modes=MODES, ws=(1.0, 2.0, 3.0)) -> None:
         "search_space": {"prompt_mode": list(modes), "w": list(ws)},
         "objective": {"metric": "psnr", "bucket": "0.3-0.4", "direction": "maximize"},
         "function": {"target": "tests.sweeps.toy:ablation"},
-        "tracking": {"experiment": "cmp"},
+        "tracking": {"experiment": experiment},
     }
     path = workdir / f"{study}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -99,3 +99,26 @@ def test_unknown_experiment_parent_and_rows_are_one_line_errors(store, capsys):
     assert "--parent third: no such study run" in capsys.readouterr().err
     assert main(["compare", "--experiment", "cmp", "--rows", "layout"]) == 2
     assert "no parameter 'layout'" in capsys.readouterr().err
+
+
+def test_without_experiment_the_most_recent_sweep_is_used_and_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a store of its own: three sweeps, started in this order
+    _sweep(tmp_path, "a", modes=["none"], ws=[1.0], experiment="older")
+    _sweep(tmp_path, "b", modes=["none", "dual"], ws=[1.0], experiment="newer")
+    capsys.readouterr()
+    assert main(["compare", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert "using 'newer', the experiment of the most recent sweep" in err
+    assert len(list(csv.DictReader(io.StringIO(out)))) - 1 == 2  # study b's two trials
+    _sweep(tmp_path, "c", modes=MODES, ws=[1.0], experiment="older")  # older gets the latest
+    capsys.readouterr()
+    assert main(["compare", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert "using 'older'" in err
+    assert len(list(csv.DictReader(io.StringIO(out)))) - 1 == 4  # study c, not a
+
+
+def test_without_experiment_and_without_any_sweep_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare"]) == 2
+    assert "no sweep in sqlite:///" in capsys.readouterr().err
