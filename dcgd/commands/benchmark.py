@@ -29,8 +29,9 @@ import torch
 from tqdm import tqdm
 
 from dcgd.errors import ConfigError, DCGDError, TrackingError
+from dcgd.files import check_out_folder, save_atomic, write_atomic
 from dcgd.models.guidance import PROMPT_MODES
-from dcgd.validation import check_out_folder, finite, save_atomic, whole, write_atomic
+from dcgd.validation import finite, whole
 
 HELP = "benchmarks of a trained model; 'removal': repeated-object reappearance (Fig. 7)"
 REMOVAL_HELP = "how often the removed object comes back among look-alikes, per prompt mode and w"

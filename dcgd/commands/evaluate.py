@@ -28,7 +28,8 @@ from dcgd.eval.evaluator import Evaluator
 from dcgd.eval.metrics import LEFT_OUT, composite, load_fid
 from dcgd.eval.removal import ObjectResidue
 from dcgd.eval.table import protocol_text, rows_to_csv, to_markdown
-from dcgd.validation import check_new_file, whole, write_atomic
+from dcgd.files import check_new_file, write_atomic
+from dcgd.validation import whole
 
 HELP = "score a method's output images per mask-ratio bucket (PSNR, SSIM, MAE, LPIPS)"
 

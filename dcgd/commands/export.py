@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from dcgd.errors import DataError
-from dcgd.validation import check_out_folder, write_folder_atomic
+from dcgd.files import check_out_folder, write_folder_atomic
 
 HELP = "write a checkpoint as a diffusers-style folder that 'remove' and Python load"
 

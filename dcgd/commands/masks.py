@@ -20,7 +20,8 @@ from tqdm import tqdm
 from dcgd.data.buckets import PAPER_BUCKETS, Bucket, parse_bucket
 from dcgd.data.masks import MASK_KINDS, MaskSettings, eval_mask
 from dcgd.errors import ConfigError, DataError
-from dcgd.validation import check_out_folder, finite, whole, write_atomic
+from dcgd.files import check_out_folder, write_atomic
+from dcgd.validation import finite, whole
 
 HELP = "write the test set's masks of a mask-ratio bucket as PNGs (white = remove)"
 

@@ -492,10 +492,11 @@ def fill(
             continue
         try:
             why = write_result(job, kept.filled(result.image, result.mask), todo.root, overwrite)
-        except OSError as err:  # disk full, permissions: every later image would fail too
+        except (OSError, DataError) as err:  # disk full, permissions: every later one too
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else one_line(err)
             raise DataError(
-                f"cannot write {job.out}: {err.strerror or err}; {done} result(s) were written "
-                "before it. Check free space and permissions of --out"
+                f"cannot write {job.out} ({reason}); {done} result(s) were written before it. "
+                "Check free space and permissions of --out"
             ) from None
         if why:
             if single:

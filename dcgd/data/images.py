@@ -12,12 +12,8 @@ content is complete.
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -25,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dcgd.errors import DataError
+from dcgd.files import save_atomic, write_atomic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Transparent pixels of an RGBA photo are shown on white, as an image viewer would.
@@ -319,30 +316,10 @@ def writable(mode: str, suffix: str) -> bool:
     return mode in WRITABLE_MODES.get(suffix.lower(), ())
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then rename it onto ``path``.
-
-    The rename is atomic: ``path`` holds its old content or the complete new one, never a
-    half-written file, even if the process is killed. The temporary file is removed when
-    ``write`` fails. A symlink at ``path`` is replaced, never written through.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".dcgd-{secrets.token_hex(6)}.tmp")  # short: names have limits
-    # os.open, not tempfile: the file gets the usual 0666 & ~umask mode, not 0600.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_kept(image: KeptImage, path: str | Path) -> None:
-    """Write ``image`` to ``path`` in its own mode, atomically (:func:`write_atomically`).
+    """Write ``image`` to ``path`` in its own mode, whole or not at all (a temporary file in
+    the same folder renamed onto ``path``: :mod:`dcgd.files`; a symlink there is replaced,
+    never written through).
 
     The format follows the suffix; it must hold the mode (:func:`writable`). WebP is written
     lossless, JPEG at quality 95. The ICC profile is kept (except for 16-bit colour).
@@ -358,7 +335,7 @@ def save_kept(image: KeptImage, path: str | Path) -> None:
         ok, data = cv2.imencode(suffix, cv2.cvtColor(image.pixels, order))
         if not ok:
             raise DataError(f"OpenCV could not encode {path} as 16-bit {suffix}; use .png")
-        write_atomically(path, lambda file: file.write(data.tobytes()))
+        write_atomic(path, data.tobytes())
         return
     if image.mode == "P":
         pil = Image.fromarray(image.pixels, "P")
@@ -374,7 +351,7 @@ def save_kept(image: KeptImage, path: str | Path) -> None:
         options.update(quality=95)
     if image.icc_profile and fmt in _ICC_FORMATS:
         options["icc_profile"] = image.icc_profile
-    write_atomically(path, lambda file: pil.save(file, format=fmt, **options))
+    save_atomic(path, lambda tmp: pil.save(tmp, format=fmt, **options))
 
 
 def resize_short_side(image: np.ndarray, size: int) -> np.ndarray:

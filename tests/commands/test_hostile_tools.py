@@ -413,7 +413,7 @@ def test_numbers_helper():
 
 
 def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path, monkeypatch):
-    from dcgd.validation import save_atomic, write_atomic
+    from dcgd.files import save_atomic, write_atomic
 
     path = tmp_path / "results.json"
     path.write_text("old")
