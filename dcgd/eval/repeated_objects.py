@@ -39,6 +39,7 @@ import torch
 
 from dcgd.data.pairs import paste_object
 from dcgd.data.procedural import OBJECT_CLASSES, render_object, render_scene
+from dcgd.errors import ConfigError
 from dcgd.eval.metrics import composite, ssim
 
 # size name -> side of the pasted object as a fraction of the image side
@@ -189,7 +190,11 @@ def build_case(
                 p_src=p_src,
                 p_clean=p_clean,
             )
-    raise RuntimeError(f"no decidable case {index} of seed {seed} at {size} px in {MAX_DRAWS}")
+    raise ConfigError(
+        f"no decidable repeated-object case {index} of seed {seed} at {size} px in {MAX_DRAWS} "
+        "draws (objects too small or too crowded to tell apart); use a larger --size or less "
+        "--dilation"
+    )
 
 
 def build_cases(count: int, seed: int = 0, size: int = 64, dilation: int = DILATION) -> list[Case]:
