@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 import requests
 
+from dcgd.app.server import create_app
 from dcgd.cli import main
-from tests.app.conftest import box_mask, photo, png, read_png
+from dcgd.text.describer_base import Describer, Description
+from tests.app.conftest import LIMITS, box_mask, photo, png, read_png, serve
 
 STEPS = {"steps": "2"}
 
@@ -157,3 +160,35 @@ def test_model_health_progress_and_the_offline_docs_and_page(server, pipeline):
         assert "<script src" not in text
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert "<canvas" in page.text
+
+
+class _Fixed(Describer):
+    """Describes every window the same way, and counts how often it was asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def settings(self) -> dict:
+        return {"kind": "fixed"}
+
+    def describe(self, batch: dict) -> list[Description]:
+        self.calls += 1
+        return [Description(t_info="a sunny beach", t_mask="a red ball")] * len(batch["source"])
+
+
+def test_empty_descriptions_come_from_the_describer_and_typed_ones_win(pipeline):
+    describer = _Fixed()
+    url, running, thread = serve(create_app(pipeline, describer=describer, limits=LIMITS))
+    try:
+        assert requests.get(f"{url}/api/model", timeout=10).json()["describer"] == "_Fixed"
+        answer = _remove(url, IMAGE, MASK)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-dcgd-t-info"] == "a sunny beach"
+        assert answer.headers["x-dcgd-t-mask"] == "a red ball"
+        typed = _remove(url, IMAGE, MASK, t_info="a café terrace, 20°C", t_mask="")
+        assert unquote(typed.headers["x-dcgd-t-info"]) == "a café terrace, 20°C"  # UTF-8 kept
+        assert typed.headers["x-dcgd-t-mask"] == "a red ball"  # left empty: described
+        assert describer.calls == 2
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
