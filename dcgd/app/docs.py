@@ -8,6 +8,7 @@ the same schema that ``/openapi.json`` serves.
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
@@ -25,6 +26,11 @@ th { font-weight: 600; color: #56606e; }
 """
 
 
+def _text(markdown: str) -> str:
+    """A description as HTML: escaped, with its `code` spans (the only Markdown used) kept."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
+
+
 def _schema(ref_or_schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     ref = ref_or_schema.get("$ref")
     return components.get(ref.rsplit("/", 1)[-1], {}) if ref else ref_or_schema
@@ -32,9 +38,12 @@ def _schema(ref_or_schema: dict[str, Any], components: dict[str, Any]) -> dict[s
 
 def _kind(prop: dict[str, Any]) -> str:
     """A field's type in a word: ``file``, ``string``, ``integer`` ... (optional ones are
-    ``anyOf [x, null]`` in the schema)."""
+    ``anyOf [x, null]`` in the schema; files are binary strings, as OpenAPI 3.0 or 3.1 says)."""
     options = prop.get("anyOf", [prop])
-    kinds = [o.get("format") == "binary" and "file" or o.get("type", "") for o in options]
+    kinds = [
+        "file" if o.get("format") == "binary" or "contentMediaType" in o else o.get("type", "")
+        for o in options
+    ]
     return " or ".join(k for k in kinds if k and k != "null") or "any"
 
 
@@ -57,7 +66,8 @@ def render(schema: dict[str, Any]) -> str:
     components = schema.get("components", {}).get("schemas", {})
     info = schema.get("info", {})
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<link rel='icon' href='data:,'>",
         f"<title>{escape(info.get('title', 'API'))} API</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(info.get('title', 'API'))} API</h1>",
         f"<p>{escape(info.get('description', ''))}</p>",
@@ -70,13 +80,13 @@ def render(schema: dict[str, Any]) -> str:
             parts.append(
                 f"<p class='route'><span class='method'>{method.upper()}</span>{escape(path)}</p>"
             )
-            parts.append(f"<p>{escape(operation.get('description', ''))}</p>")
+            parts.append(f"<p>{_text(operation.get('description', ''))}</p>")
             rows = _fields(operation, components)
             if rows:
                 parts.append("<table><tr><th>field</th><th>type</th><th>meaning</th></tr>")
                 parts += [
                     f"<tr><td><code>{escape(n)}</code></td><td>{escape(k)}</td>"
-                    f"<td>{escape(d)}</td></tr>"
+                    f"<td>{_text(d)}</td></tr>"
                     for n, k, d in rows
                 ]
                 parts.append("</table>")

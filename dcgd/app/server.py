@@ -110,6 +110,8 @@ def _one_sentence(err: RequestValidationError) -> str:
     """FastAPI's list of validation errors as one sentence about the first."""
     first = err.errors()[0] if err.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "the request"
+    if where in ("image", "mask") and first.get("type") == "missing":
+        return f"send the {where} as the multipart file field {where!r}"
     if where in ("image", "mask"):  # sent as a text field: curl -F image=photo.png (no @)
         return f"send the {where} as a file upload (with curl: -F {where}=@file.png)"
     return f"{where}: {first.get('msg', 'invalid')}"
@@ -166,13 +168,13 @@ def create_app(
 
     @app.get("/api/health", summary="Is the server up, and how busy")
     async def health() -> dict[str, Any]:
-        """``status`` is always ``ok`` when it answers; ``running`` whether a removal runs now,
-        ``waiting`` how many wait behind it."""
+        """`status` is always `ok` when it answers; `running` whether a removal runs now,
+        `waiting` how many wait behind it."""
         return {"status": "ok", "running": queue.busy, "waiting": queue.waiting}
 
     @app.get("/api/model", summary="The model's settings and the defaults of every option")
     async def model() -> dict[str, Any]:
-        """What ``POST /api/remove`` uses for each option left out, the choices and ranges
+        """What `POST /api/remove` uses for each option left out, the choices and ranges
         it accepts, which descriptions each prompt mode reads, and the upload limits."""
         return {
             "model": model_name,
@@ -201,9 +203,9 @@ def create_app(
 
     @app.get("/api/progress/{job}", summary="Where a removal is: waiting, running, or unknown")
     async def progress(job: str) -> dict[str, Any]:
-        """For the ``job`` id a ``POST /api/remove`` was sent with: ``waiting`` (``ahead``:
-        requests before it), ``running`` (``step`` of ``steps``, ``elapsed`` seconds) or
-        ``unknown`` (finished, or never sent)."""
+        """For the `job` id a `POST /api/remove` was sent with: `waiting` (`ahead`:
+        requests before it), `running` (`step` of `steps`, `elapsed` seconds) or
+        `unknown` (finished, or never sent)."""
         return queue.progress(job)
 
     @app.post(
@@ -216,18 +218,15 @@ def create_app(
             403: {"description": "sent by a page of another site"},
             411: {"description": "no Content-Length (a chunked upload)"},
             413: {"description": "the upload or an image is over the server's limit"},
-            422: {"description": "a field is of the wrong kind (e.g. text where a file goes)"},
+            422: {"description": "a file is missing, or sent as text"},
             503: {"description": "too many requests wait already; try again later"},
         },
     )
     def remove(  # a plain def: FastAPI runs it in a worker thread, so waiting blocks no one
-        image: Annotated[
-            UploadFile | None, File(description="the photo (PNG, JPEG, WebP, BMP, TIFF)")
-        ] = None,
+        image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WebP, BMP, TIFF)")],
         mask: Annotated[
-            UploadFile | None,
-            File(description="the mask, same size: white (brighter than half) = remove"),
-        ] = None,
+            UploadFile, File(description="the mask, same size: white (brighter than half) = remove")
+        ],
         prompt_mode: Annotated[
             str | None, Form(description="none, positive, negative or dual")
         ] = None,
@@ -242,15 +241,12 @@ def create_app(
             str | None, Form(description="an id to follow at /api/progress/{job}")
         ] = None,
     ) -> Response:
-        """Fill the white part of ``mask`` in ``image``; every other pixel is returned exactly
+        """Fill the white part of `mask` in `image`; every other pixel is returned exactly
         as uploaded (8-bit RGB, or RGBA with the upload's alpha untouched). Options left out
-        take the model's defaults (``GET /api/model``). The result is seeded by ``seed`` and
-        the image's file name, as ``python -m dcgd remove`` seeds it, so the same settings
-        give the same result. The headers ``X-DCGD-T-Info`` / ``X-DCGD-T-Mask`` carry the
+        take the model's defaults (`GET /api/model`). The result is seeded by `seed` and
+        the image's file name, as `python -m dcgd remove` seeds it, so the same settings
+        give the same result. The headers `X-DCGD-T-Info` / `X-DCGD-T-Mask` carry the
         descriptions used (percent-encoded)."""
-        if image is None or mask is None:
-            missing = "image" if image is None else "mask"
-            raise UploadError(400, f"send the {missing} as the multipart file field {missing!r}")
         fields = dict(prompt_mode=prompt_mode, w=w, steps=steps, seed=seed, sampler=sampler)
         fields.update(dilate=dilate, t_info=t_info, t_mask=t_mask, job=job)
         options = parse_options(fields, train_timesteps)

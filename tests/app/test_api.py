@@ -101,7 +101,7 @@ BAD = [
     ("prompt mode", {}, {"prompt_mode": "both"}, 400, "prompt_mode must be one of none"),
     ("sampler", {}, {"sampler": "plms"}, 400, "sampler must be one of ddim"),
     ("job id", {}, {"job": "a/b"}, 400, "job must be 1 to 64 letters"),
-    ("mask missing", {"mask": None}, {}, 400, "send the mask as the multipart file field"),
+    ("mask missing", {"mask": None}, {}, 422, "send the mask as the multipart file field"),
     ("image as text", {"image": None}, {"image": "photo.png"}, 422, "send the image as a file"),
     ("too many bytes", {"image": b"x" * (3 * 2**20)}, {}, 413, "at most 2.0 MB per request"),
     (
@@ -154,6 +154,7 @@ def test_model_health_progress_and_the_offline_docs_and_page(server, pipeline):
     assert docs.status_code == 200
     for name in ("/api/remove", "t_info", "t_mask", "dilate", "413"):
         assert name in docs.text
+    assert "<td><code>image</code></td><td>file</td>" in docs.text  # required, a file
     page = requests.get(server, timeout=10)
     for text in (docs.text, page.text):  # nothing is loaded from elsewhere: works offline
         assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
