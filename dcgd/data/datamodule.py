@@ -11,6 +11,18 @@ from the cache when one is set).
 
 DDP: the training sampler gives each rank a disjoint shard of a per-epoch permutation; the
 validation and test sets are pure functions of ``seed``, identical whatever the world size.
+
+Splits: validation never shares an image with test. It is carved from the TRAINING images:
+an image is a validation image when ``sha256("dcgd-val-v1/" + id)`` (its id: the path under
+the dataset's folder) falls in the lowest 1% (the lowest hash alone when no image does, in a
+small folder); training leaves the slice out (``dcgd.data.sources.validation_slice``). A
+function of each image's id alone, not of the file order, the RNG or ``seed``: the same on
+every machine, world size and file system. Test reads the held-out images: Places365's
+official val set, Paris' ``paris_eval_gt/``, a folder's ``test/`` (else ``val/``); an unsplit
+folder has no held-out images, so its test split is the training images (val still apart).
+The built-in sources (procedural, photos) draw each split from its own seeded stream
+(``dataset.SPLIT_IDS``): procedural scenes differ between splits; the eight built-in photos
+are shared, in different crops and masks (a demo set, not a benchmark).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from dcgd.text.describer_base import Describer, attach_descriptions
 from dcgd.validation import finite, whole
 
 DATASETS = ("procedural", "photos", "places365", "paris", "folder")
+PHOTO_DATASETS = ("places365", "paris", "folder")  # real photographs: no objects of their own
 
 
 def _one_thread_worker(worker_id: int) -> None:
@@ -91,13 +104,17 @@ class InpaintingDataModule(L.LightningDataModule):
             in scikit-image / scikit-learn), ``places365``, ``paris`` or ``folder``.
         root: dataset folder (places365: torchvision layout or easyformat; paris: the folder
             holding ``paris_train_original/`` and ``paris_eval_gt/``; folder: any images,
-            split by ``train/ val/ test/`` sub-folders when present, test falling back to
-            val; otherwise every split reads the whole folder).
+            split by ``train/ test/`` sub-folders when present, test falling back to ``val/``;
+            otherwise every split reads the whole folder). Validation is always a fixed 1%
+            slice carved from the training images (see the module docstring).
         size: working resolution (square crops; the paper: 512).
         batch_size: per device (global batch = batch_size x devices x nodes).
         paste_probability: share of object-removal (paste) pairs; 0 = classic inpainting.
         cutouts: objects to paste: ``procedural``, a folder of RGBA PNGs, or an image folder
-            used with ``cutout_masks`` (instance masks of the same names).
+            used with ``cutout_masks`` (instance masks of the same names). ``None``: the
+            procedural objects for the built-in data; with a real-photo dataset (places365,
+            paris, folder) and ``paste_probability > 0`` it is refused at construction, so a
+            removal config never trains hole-only or on objects nobody chose.
         same_class_probability: procedural data: chance that the pasted object looks like
             the ones already in the scene (the hard case of the paper).
         paste_dilation: pixels a pasted object's footprint grows to make its mask.
@@ -200,6 +217,20 @@ class InpaintingDataModule(L.LightningDataModule):
                     f"data root {root} does not exist; point data.root at the {dataset} folder "
                     "(see README: 'From the quick start to real data')"
                 )
+        if paste_probability > 0 and dataset in PHOTO_DATASETS:
+            if cutouts is None:
+                raise ConfigError(
+                    f"paste_probability {paste_probability:g} on {dataset} needs a cut-out "
+                    "source: set data.cutouts (a folder of RGBA PNGs, or images with "
+                    "data.cutout_masks; 'procedural' for the built-in shapes), or "
+                    "paste_probability: 0 for hole pairs only"
+                )
+            for name, folder in (("cutouts", cutouts), ("cutout_masks", cutout_masks)):
+                if folder not in (None, "procedural") and not Path(folder).expanduser().is_dir():
+                    raise DataError(
+                        f"data.{name} {folder} does not exist; point it at a folder of "
+                        "cut-outs (RGBA PNGs; see README: 'From the quick start to real data')"
+                    )
         self.dataset_name = dataset
         self.root = root
         self.size = size

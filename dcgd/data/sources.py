@@ -4,10 +4,15 @@ A source is a list of images: ``len(source)`` and ``source.load(index, rng) -> I
 sources ignore ``rng``; the procedural source draws its scene from it. ``Item.fixed_size``
 tells the dataset the image is already at the working size and must not be cropped (the
 procedural labels depend on where the objects are).
+
+Splits: validation is carved from the TRAINING images, never from the test images (see
+:func:`validation_slice`): ``val`` is the slice, ``train`` the rest, ``test`` the held-out set
+(Places365's official val set, Paris' ``paris_eval_gt/``, a folder's ``test/`` or ``val/``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,29 @@ class Item:
     category: str = ""  # scene class when the dataset has one (Places365, procedural)
     scene: Scene | None = None  # procedural layout, for labels that follow the mask
     fixed_size: bool = False
+
+
+VAL_FRACTION = 0.01  # share of the training images carved out for validation
+VAL_SALT = "dcgd-val-v1/"  # fixed (not data.seed): every run and seed trains on the same images
+
+
+def validation_slice(ids: list[str]) -> list[bool]:
+    """Which of ``ids`` (image ids: paths under the dataset's folder) are validation images.
+
+    An image is in the slice when the first 8 bytes of ``sha256(VAL_SALT + id)``, read as a
+    fraction of 2**64, are below ``VAL_FRACTION`` (1%); when none is (a folder of a few
+    images), the one with the lowest hash. A function of each id alone: the same on every
+    machine, world size, worker count and file-system order, and adding images never moves
+    an old one between train and val.
+    """
+    keys = [
+        int.from_bytes(hashlib.sha256((VAL_SALT + i).encode()).digest()[:8], "big") / 2**64
+        for i in ids
+    ]
+    chosen = [k < VAL_FRACTION for k in keys]
+    if keys and not any(chosen):
+        chosen[min(range(len(keys)), key=keys.__getitem__)] = True
+    return chosen
 
 
 class ImageSource:
@@ -60,6 +88,23 @@ class ImageSource:
         category = self.categories[index] if self.categories is not None else ""
         return Item(load_rgb(self.paths[index]), self.item_id(index), category)
 
+    def carve(self, part: str) -> ImageSource:
+        """Keep the validation slice (``part="val"``) or the rest (``"train"``; anything else
+        keeps every image) of these images; see :func:`validation_slice`."""
+        if part not in ("train", "val"):
+            return self
+        if len(self.paths) < 2:
+            raise DataError(
+                f"{self.name} under {self.root} has {len(self.paths)} image(s); validation is "
+                "carved from the training images, so add at least 2"
+            )
+        in_val = validation_slice([self.item_id(i) for i in range(len(self.paths))])
+        keep = [i for i, chosen in enumerate(in_val) if chosen == (part == "val")]
+        self.paths = [self.paths[i] for i in keep]
+        if self.categories is not None:
+            self.categories = [self.categories[i] for i in keep]
+        return self
+
 
 def _require_dir(path: Path, what: str, hint: str) -> Path:
     if not path.is_dir():
@@ -82,10 +127,15 @@ class ImageFolder(ImageSource):
 
 
 class ParisStreetView(ImageSource):
-    """Paris StreetView: ``paris_train_original/`` (train) and ``paris_eval_gt/`` (val / test)."""
+    """Paris StreetView: ``paris_train_original/`` (train, and the validation slice carved
+    from it: see :func:`validation_slice`) and ``paris_eval_gt/`` (test only)."""
 
     name = "Paris StreetView"
-    FOLDERS = {"train": "paris_train_original", "val": "paris_eval_gt", "test": "paris_eval_gt"}
+    FOLDERS = {
+        "train": "paris_train_original",
+        "val": "paris_train_original",
+        "test": "paris_eval_gt",
+    }
 
     def __init__(self, root: str | Path, split: str = "train") -> None:
         if split not in self.FOLDERS:
@@ -98,6 +148,7 @@ class ParisStreetView(ImageSource):
             "distributed by its authors; ask them for access).",
         )
         super().__init__(_images_under(folder), folder)
+        self.carve(split)
 
 
 def _normalise_category(text: str) -> str:
@@ -110,9 +161,9 @@ class Places365(ImageSource):
     torchvision (``torchvision.datasets.Places365``): ``data_256_standard/`` or
     ``data_large_standard/`` with ``places365_train_standard.txt``; ``val_256/`` or
     ``val_large/`` with ``places365_val.txt``. Easyformat: ``places365_standard/{train,val}/
-    <category>/*.jpg`` (``root`` may be ``places365_standard`` itself). ``val`` and ``test``
-    both read the official validation set (the paper's test images); the data module draws
-    different masks for them.
+    <category>/*.jpg`` (``root`` may be ``places365_standard`` itself). ``test`` reads the
+    official validation set (the paper's test images); ``val`` is a slice of the training
+    images (:func:`validation_slice`), which ``train`` leaves out.
     """
 
     name = "Places365"
@@ -130,7 +181,7 @@ class Places365(ImageSource):
             "Download Places365-Standard (torchvision.datasets.Places365(root, download=True) "
             "on a connected machine) and point data.root at it.",
         )
-        part = "train" if split == "train" else "val"
+        part = "val" if split == "test" else "train"
         names = self._category_names(root)
         easy = self._easyformat_dir(root, part)
         if easy is not None:
@@ -139,6 +190,7 @@ class Places365(ImageSource):
         else:
             folder, paths, categories = self._from_torchvision(root, part, small, names)
             super().__init__(paths, folder, categories)
+        self.carve(split)
 
     @staticmethod
     def _category_names(root: Path) -> list[str]:
@@ -252,17 +304,19 @@ class Photos:
 
 
 def _folder_split(folder: Path, split: str) -> Path:
-    """``folder/<split>`` when the folder is split (``test`` falls back to ``val``, as for
-    Places365 and Paris); the whole folder for every split when it has no split sub-folder."""
+    """The folder ``split`` reads. Split folder: ``train`` and ``val`` read ``train/`` (val is
+    carved from it), ``test`` reads ``test/``, else ``val/`` (the held-out images). Unsplit
+    folder: every split reads the whole folder (val carved, train and test the rest)."""
     present = [s for s in ("train", "val", "test") if (folder / s).is_dir()]
     if not present:
         return folder
-    for candidate in (split, "val") if split == "test" else (split,):
+    for candidate in ("test", "val") if split == "test" else ("train",):
         if candidate in present:
             return folder / candidate
+    wanted = "test/ or val/" if split == "test" else "train/"
     raise DataError(
         f"image folder {folder} is split ({', '.join(p + '/' for p in present)}) but has no "
-        f"{split}/ sub-folder; add one (test/ may be left out when val/ exists)"
+        f"{wanted} sub-folder for the {split} split; add one (validation is carved from train/)"
     )
 
 
@@ -281,7 +335,12 @@ def build_source(
     if dataset == "paris":
         return ParisStreetView(root, split)
     if dataset == "folder":
-        return ImageFolder(_folder_split(Path(root).expanduser(), split))
+        folder = Path(root).expanduser()
+        source = ImageFolder(_folder_split(folder, split))
+        split_folder = source.root != folder
+        # A held-out test/ (or val/) folder is read whole; an unsplit folder's test split is
+        # every image but the validation slice, so val never shares an image with test.
+        return source.carve("train" if split == "test" and not split_folder else split)
     raise DataError(
         f"unknown dataset {dataset!r}; choose procedural, photos, places365, paris or folder"
     )

@@ -145,6 +145,14 @@ def test_constructor_errors():
         InpaintingDataModule(seed=-1)
     with pytest.raises(ConfigError, match="limit_val_batches"):
         InpaintingDataModule(val_per_bucket=0)
+    for dataset in ("places365", "paris", "folder"):
+        # A removal mix on real photos needs objects to paste: refused, not trained hole-only.
+        with pytest.raises(ConfigError, match=r"needs a cut-out source: set data.cutouts"):
+            InpaintingDataModule(dataset, root=".", paste_probability=0.5, cutouts=None)
+        with pytest.raises(DataError, match=r"data.cutouts /nowhere does not exist"):
+            InpaintingDataModule(dataset, root=".", paste_probability=0.5, cutouts="/nowhere")
+        InpaintingDataModule(dataset, root=".", paste_probability=0.0, cutouts=None)
+    InpaintingDataModule(paste_probability=0.5, cutouts=None)  # built-in data: its own objects
     dm = small(train_length=3)
     dm.setup("fit")
     with pytest.raises(DataError, match="fewer than one global batch"):
@@ -234,7 +242,7 @@ def test_a_resumed_run_sees_exactly_the_samples_of_an_uninterrupted_one(tmp_path
 
 
 def test_training_skips_and_reports_a_corrupt_file(tmp_path, capfd):
-    for i in range(8):
+    for i in range(9):  # 0.png is the validation slice: 8 training images
         write_image(tmp_path / "images" / f"{i}.png", random_image(i, 32, 32))
     (tmp_path / "images" / "3.png").write_bytes(b"\x89PNG broken")
     dm = InpaintingDataModule(

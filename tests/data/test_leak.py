@@ -133,7 +133,7 @@ def test_image_files_do_not_leak_the_target(tmp_path):
     # Real files on disk: the second folder holds the same images, scrambled inside the hidden
     # pixels of the test sample that reads them. Images are 32x32 PNGs, so the centre crop is exact.
     originals, tampered = tmp_path / "a", tmp_path / "b"
-    for i in range(12):
+    for i in range(13):  # 06.png is the validation slice, which test leaves out: 12 images
         write_image(originals / f"{i:02d}.png", random_image(i, 32, 32))
     settings = dict(dataset="folder", size=32, paste_probability=0.5, test_per_bucket=3, seed=1)
     first = InpaintingDataModule(root=str(originals), **settings).dataset("test")

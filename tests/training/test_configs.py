@@ -104,3 +104,30 @@ def test_an_ablation_composes_on_a_paper_config(ablation):
     logger = composed["trainer"]["logger"]["init_args"]
     assert logger["run_name"] == ablation.stem
     assert logger["experiment_name"] == base["trainer"]["logger"]["init_args"]["experiment_name"]
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_configs_train_on_paste_and_hole_pairs(name):
+    data = _resolved(EXPERIMENTS / name)["data"]["init_args"]
+    assert 0 < data["paste_probability"] < 1  # a mix: removal pairs and Table-1 hole pairs
+    assert data["cutouts"]  # from a configured cut-out source
+
+
+def test_a_paper_config_without_cutouts_stops_at_start_up(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "places").mkdir()
+    tiny = {
+        "pretrained_model": "null",
+        "latent_space": "pixel",
+        "unet_config": "{block_out_channels: [8, 16]}",
+        "text_encoder": "tiny",
+        "text_encoder_config": "{hidden_size: 16}",
+    }
+    argv = ["fit", "--config", str(EXPERIMENTS / "places_sd.yaml")]
+    for key, value in tiny.items():  # a tiny model: no Stable Diffusion weights needed
+        argv += [f"--model.init_args.{key}", value]
+    argv += ["--data.init_args.describer", "null", "--trainer.logger", "false"]
+    argv += ["--data.init_args.root", str(tmp_path / "places"), "--data.init_args.cutouts", "null"]
+    assert main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "set data.cutouts" in lines[0], lines
