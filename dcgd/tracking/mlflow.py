@@ -4,17 +4,22 @@
   checked by :mod:`dcgd.tracking.store` before training starts, not after the first epoch.
 - With a sqlite/http store ``trainer.log_dir`` is None, which breaks LightningCLI's config
   saving; :class:`SaveConfigToMLflow` logs the resolved config to the run instead.
+- A fit stopped by SIGTERM or Ctrl-C ends its run KILLED (Lightning says FAILED); a run that
+  is continued (``--ckpt_path``) is RUNNING again until it ends. A run whose process was
+  SIGKILLed stays RUNNING: nothing could mark it, and resuming continues it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dcgd.tracking.store import (
     DEFAULT_ARTIFACT_DIR,
@@ -69,14 +74,29 @@ class MLflowLogger(MLFlowLogger):
         # instead of its own directory's default. Keep the environment as the user set it.
         if self._initialized:
             return self._mlflow_client
+        continued = self._run_id is not None
         saved = os.environ.get(TRACKING_URI_ENV)
         try:
-            return super().experiment
+            client = super().experiment
         finally:
             if saved is None:
                 os.environ.pop(TRACKING_URI_ENV, None)
             else:
                 os.environ[TRACKING_URI_ENV] = saved
+        if continued and self._initialized:  # not on ranks > 0, which log nothing
+            # Lightning logs to a continued run as it finds it (KILLED, FINISHED, ...).
+            if client.get_run(self._run_id).info.status != "RUNNING":
+                client.update_run(self._run_id, status="RUNNING")
+        return client
+
+    def finalize(self, status: str = "success") -> None:
+        # Lightning calls finalize("failed") while it handles whatever ended the fit; a stop
+        # asked by a signal (its SIGTERMException, dcgd's Stopped) or by Ctrl-C is KILLED.
+        if status == "failed" and isinstance(
+            sys.exc_info()[1], (SIGTERMException, KeyboardInterrupt)
+        ):
+            status = "KILLED"
+        super().finalize(status)
 
 
 def log_image(logger: Any, image: Any, artifact_file: str) -> bool:
