@@ -3,13 +3,15 @@
 Any LightningModule and LightningDataModule can be named by ``class_path`` in the config, so
 the same command trains the DCGD U-Net and the CLIP text encoder. Defaults added here: an
 MLflow logger (sqlite store), a ``ModelCheckpoint`` under ``<default_root_dir>/checkpoints``
-that always keeps ``last.ckpt`` (resume with ``--ckpt_path last``), the resolved config saved
-to MLflow, and a summary of where everything went.
+that always keeps ``last.ckpt`` (resume with ``--ckpt_path last``), ``last.ckpt`` also saved
+every few minutes and on SIGTERM / Ctrl-C (``--preemption.save_every_minutes``), the resolved
+config saved to MLflow, and a summary of where everything went.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -18,6 +20,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dcgd.checkpoints import load_checkpoint
 from dcgd.data.datamodule import SkippedFilesReport
@@ -25,11 +28,15 @@ from dcgd.errors import ConfigError, user_error_behind
 from dcgd.eval.lightning import TableOneCallback
 from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
+from dcgd.training.preemption import PreemptionCheckpoint
 
 
 class DCGDCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # Its own callback: ModelCheckpoint takes one of every_n_train_steps / every_n_epochs /
+        # train_time_interval, and configs set every_n_train_steps.
+        parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -155,6 +162,15 @@ QUIET_WARNINGS = (
 )
 
 
+def exit_status(exit_: SystemExit) -> int:
+    """The process's exit status for the SystemExit that ended a Lightning command."""
+    if isinstance(exit_, SIGTERMException) and exit_.code is None:
+        return 128 + signal.SIGTERM  # Lightning's graceful stop on SIGTERM says nothing: 143
+    if isinstance(exit_.__context__, KeyboardInterrupt):
+        return 128 + signal.SIGINT  # Lightning's sys.exit(1) after a Ctrl-C: 130
+    return int(exit_.code or 0)
+
+
 def run_lightning(command: str, argv: list[str]) -> int:
     from jsonargparse import ArgumentError
 
@@ -166,7 +182,7 @@ def run_lightning(command: str, argv: list[str]) -> int:
                 warnings.filterwarnings("ignore", message=message)
             build_cli()
     except SystemExit as exit_:
-        return int(exit_.code or 0)
+        return exit_status(exit_)
     except Exception as err:
         user = user_error_behind(err)
         if user is not None:
