@@ -14,8 +14,9 @@ import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from dcgd.errors import DataError
+from dcgd.errors import ConfigError, DataError
 
 
 def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
@@ -148,3 +149,21 @@ def _sibling(folder: Path, what: str, make_dir: bool = False) -> Path:
         elif not path.exists():
             return path
     raise FileExistsError(f"no free temporary name next to {folder}")
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path`` (a config or spec the user named), or one line saying why
+    it cannot be read: missing, not UTF-8 text, or not valid YAML. Safe loading: no tags that
+    build Python objects."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; give the path of a YAML file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text; is it the right file?") from None
+    except yaml.YAMLError as err:
+        why = " ".join(str(err).split())[:200]
+        raise ConfigError(f"{what} {path} is not valid YAML: {why}") from None

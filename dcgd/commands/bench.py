@@ -18,10 +18,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
-import yaml
 
 from dcgd.benchmarks.speed import MODEL_SIZES, Settings, bench_sampling, bench_training
 from dcgd.errors import ConfigError
+from dcgd.files import read_yaml
 
 HELP = "measure sampling / training speed against diffusers and a bare PyTorch loop"
 
@@ -70,7 +70,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.config is not None:
         if not args.config.is_file():
             raise ConfigError(f"bench config {args.config} does not exist")
-        given = yaml.safe_load(args.config.read_text()) or {}
+        given = read_yaml(args.config, "bench config") or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"bench config {args.config} must be a mapping of bench options")
         names = {f.name for f in fields(Settings)}
         unknown = sorted(set(k.replace("-", "_") for k in given) - names)
         if unknown:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from dcgd.errors import ConfigError, user_error_behind
+from dcgd.files import read_yaml
 from dcgd.text.cache import CachedDescriber, cache_folder
 from dcgd.text.describer_base import Describer
 from dcgd.validation import whole
@@ -96,10 +96,7 @@ def read_data_section(configs: list[Path]) -> dict[str, Any]:
     for path in configs:
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            config = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        config = read_yaml(path, "config file") or {}
         if not isinstance(config, dict):
             raise ConfigError(f"config file {path} must be a mapping with a data section")
         if "data" in config:

@@ -24,10 +24,10 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
 from dcgd.checkpoints import load_checkpoint
 from dcgd.errors import ConfigError, DCGDError, ModelLoadError
+from dcgd.files import read_yaml
 from dcgd.sweeps.runner import TrialContext, TrialResult
 from dcgd.sweeps.spec import SweepSpec
 
@@ -96,8 +96,8 @@ def build_datamodule(config_path: Path, overrides: dict[str, Any]):
     """The ``data:`` section of a fit config, instantiated with ``overrides`` on its init_args."""
     from jsonargparse import ArgumentParser
 
-    config = yaml.safe_load(config_path.read_text()) or {}
-    data = config.get("data")
+    config = read_yaml(config_path, "data config") or {}
+    data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict) or "class_path" not in data:
         raise ConfigError(f"{config_path} has no data: {{class_path: ...}} section")
     data = {"class_path": data["class_path"], "init_args": dict(data.get("init_args") or {})}

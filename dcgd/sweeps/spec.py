@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from dcgd.errors import ConfigError
+from dcgd.files import read_yaml
 from dcgd.sweeps.objective import Objective, parse_objective
 from dcgd.sweeps.space import Param, parse_space
 
@@ -287,9 +287,4 @@ def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist; give a YAML file (see sweeps/)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        why = " ".join(str(err).split())
-        raise ConfigError(f"sweep spec {path} is not valid YAML: {why}") from None
-    return parse_spec(raw, path)
+    return parse_spec(read_yaml(path, "sweep spec"), path)

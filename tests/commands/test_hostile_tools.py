@@ -437,3 +437,25 @@ def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path, monkeypatc
     with pytest.raises(DataError, match="could not write .*results.json"):
         write_atomic(path, "newer")
     assert path.read_text() == "new" and _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------ config files given by hand
+@pytest.mark.parametrize(
+    "argv, what",
+    [
+        (["sweep", "--config", "{f}"], "sweep spec"),
+        (["describe", "--config", "{f}"], "config file"),
+        (["bench", "--config", "{f}"], "bench config"),
+    ],
+)
+@pytest.mark.parametrize(
+    "content, why",
+    [(b"\x80\x04\x95binary\xff\xfe", "not UTF-8 text"), (b"a: [1, 2\nb: }", "not valid YAML")],
+)
+def test_a_config_that_is_not_yaml_text_is_one_line(tmp_path, capsys, argv, what, content, why):
+    """A checkpoint given as a spec by mistake (binary) or a broken YAML file: one line."""
+    path = tmp_path / "given.yaml"
+    path.write_bytes(content)
+    assert main([a.format(f=path) for a in argv]) == 2
+    line = _error_line(capsys)
+    assert what in line and why in line
