@@ -50,7 +50,7 @@ from dcgd.text.describer_base import Describer
 # enforces it (no CDN, no telemetry, works offline).
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; base-uri 'none'"
+    "img-src 'self' blob: data:; connect-src 'self' blob:; form-action 'none'; base-uri 'none'"
 )
 
 

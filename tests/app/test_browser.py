@@ -38,16 +38,27 @@ def browser():
     driver.quit()
 
 
+# How many pixels of the mask canvas are painted.
+PAINTED = """const c = document.getElementById('paint');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n;"""
+
+
+def _fetched(element: str, attribute: str) -> str:
+    """JavaScript for the Blob behind an element's URL (an <img> src, a link's href)."""
+    return f"fetch(document.getElementById('{element}').{attribute}).then((r) => r.blob())"
+
+
 def _blob(driver, expression: str) -> np.ndarray:
-    """A Blob the page holds (``expression``), fetched as bytes and decoded."""
-    data = driver.execute_async_script(
-        """const done = arguments[arguments.length - 1];
-        const reader = new FileReader();
-        reader.onload = () => done(reader.result.split(",")[1]);
-        reader.readAsDataURL("""
-        + expression
-        + ");"
-    )
+    """A Blob the page holds (``expression``: a Blob or a promise of one), as an RGB array."""
+    script = """const done = arguments[arguments.length - 1];
+        Promise.resolve(EXPRESSION).then((blob) => {
+          const reader = new FileReader();
+          reader.onload = () => done(reader.result.split(",")[1]);
+          reader.readAsDataURL(blob);
+        }).catch((err) => done(`failed: ${err}`));"""
+    data = driver.execute_async_script(script.replace("EXPRESSION", expression))
+    assert not data.startswith("failed"), data
     with Image.open(io.BytesIO(base64.b64decode(data))) as image:
         return np.asarray(image.convert("RGB")).copy()
 
@@ -110,6 +121,16 @@ def test_paint_a_stroke_run_and_get_the_hole_filled_and_the_rest_kept(server, br
     driver.save_screenshot(str(tmp_path / "app.png"))
     assert (tmp_path / "app.png").stat().st_size > 10_000
 
+    # Download: the result itself, named after the input.
+    download = driver.find_element(By.ID, "download")
+    assert download.get_attribute("download") == "ramp-removed.png"
+    assert np.array_equal(_blob(driver, _fetched("download", "href")), result)
+    # Chained edits: the result becomes the input, with a fresh mask and no result yet.
+    driver.find_element(By.ID, "chain").click()
+    wait.until(lambda d: d.execute_script("return !document.getElementById('result').src"))
+    assert np.array_equal(_blob(driver, _fetched("original", "src")), result)
+    assert driver.execute_script(PAINTED) == 0
+
 
 def test_undo_redo_clear_and_the_brush_keys(server, browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
@@ -124,20 +145,17 @@ def test_undo_redo_clear_and_the_brush_keys(server, browser, tmp_path):
     driver.find_element(By.ID, "open-image").send_keys(str(path))
     canvas = driver.find_element(By.ID, "paint")
     wait.until(lambda d: canvas.get_attribute("width") == str(WIDTH))
-    painted = """const c = document.getElementById('paint');
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n;"""
 
     ActionChains(driver).move_to_element(canvas).click().perform()
-    dot = driver.execute_script(painted)
+    dot = driver.execute_script(PAINTED)
     assert dot > 0
     body = driver.find_element(By.TAG_NAME, "body")
     body.send_keys(Keys.CONTROL, "z")
-    assert driver.execute_script(painted) == 0
+    assert driver.execute_script(PAINTED) == 0
     body.send_keys(Keys.CONTROL, Keys.SHIFT, "z")
-    assert driver.execute_script(painted) == dot
+    assert driver.execute_script(PAINTED) == dot
     driver.find_element(By.ID, "clear").click()
-    assert driver.execute_script(painted) == 0
+    assert driver.execute_script(PAINTED) == 0
 
     brush = driver.find_element(By.ID, "brush")
     before = int(brush.get_attribute("value"))
