@@ -77,8 +77,9 @@ class DCGDCLI(LightningCLI):
             root = Path(config.trainer.default_root_dir or ".")
             path = Path(config.checkpoint.dirpath or root / "checkpoints") / "last.ckpt"
         if not path.is_file():
+            state = "is a folder" if path.is_dir() else "does not exist"
             raise ConfigError(
-                f"checkpoint {str(path)!r} does not exist; give an existing .ckpt to --ckpt_path "
+                f"checkpoint {str(path)!r} {state}; give an existing .ckpt to --ckpt_path "
                 "(or 'last' to resume from <default_root_dir>/checkpoints/last.ckpt)"
             )
         return path
