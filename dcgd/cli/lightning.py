@@ -15,10 +15,11 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import lazy_instance
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -29,6 +30,7 @@ from dcgd.eval.lightning import TableOneCallback
 from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
 from dcgd.training.preemption import PreemptionCheckpoint
+from dcgd.training.progress_bar import progress_bar
 
 
 class DCGDCLI(LightningCLI):
@@ -45,6 +47,15 @@ class DCGDCLI(LightningCLI):
                 "trainer.default_root_dir": "runs/dcgd",
             }
         )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # dcgd's progress bar, unless the run turned bars off or brought its own.
+        given = [*callbacks, *(config.get("callbacks") or [])]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
+            callbacks = [*callbacks, progress_bar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
         """Read --ckpt_path through dcgd's safe reader before Lightning reads its settings: a
