@@ -4,6 +4,7 @@
 >>> from dcgd.sampling.remover import Remover
 >>> remover = Remover(load_pipeline("exported/"), dilate=5)
 >>> result = remover(image, mask, key="photo.jpg")   # uint8 [H,W,3], same size as image
+>>> t_info, t_mask = remover.describe(image, mask)   # what it would read, without sampling
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ class Removal:
     image: np.ndarray  # uint8 [H,W,3]
     mask: np.ndarray  # the (dilated) 0/1 mask actually filled
     window: Window
+    t_info: str
+    t_mask: str
+
+
+@dataclass
+class _Seen:
+    """One image as the model will see it: the (dilated) mask, the window, the window's
+    pixels and mask at the model's resolution, and the descriptions it will read."""
+
+    mask: np.ndarray
+    window: Window
+    source: torch.Tensor
+    small_mask: torch.Tensor
     t_info: str
     t_mask: str
 
@@ -121,6 +135,21 @@ class Remover:
         given = {"t_info": self.t_info, "t_mask": self.t_mask}
         return [name for name in NEEDS[self.prompt_mode] if given[name] is None]
 
+    def describe(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        key: str = "image",
+        t_info: str | None = None,
+        t_mask: str | None = None,
+    ) -> tuple[str, str]:
+        """``(t_info, t_mask)``: the descriptions ``self(image, mask, key, t_info, t_mask)``
+        would use, without sampling: the given ones (over the remover's own), the
+        describer's of the window the model sees for the rest the prompt mode needs, ""
+        where there is none."""
+        seen = self._prepare(image, mask, key, t_info, t_mask)
+        return seen.t_info, seen.t_mask
+
     def __call__(
         self,
         image: np.ndarray,
@@ -131,6 +160,25 @@ class Remover:
     ) -> Removal:
         """Fill ``mask`` (0/1 ``[H,W]``) in ``image`` (uint8 ``[H,W,3]``); ``key`` seeds it.
         ``t_info`` / ``t_mask`` describe this image (over the remover's own)."""
+        seen = self._prepare(image, mask, key, t_info, t_mask)
+        result = self.pipeline(
+            seen.source, seen.small_mask, [seen.t_info], [seen.t_mask], ids=[key], **self.sampling
+        )
+        filled = ((result[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        filled = filled.permute(1, 2, 0).numpy()
+        return Removal(
+            paste(image, filled, seen.mask, seen.window),
+            seen.mask,
+            seen.window,
+            seen.t_info,
+            seen.t_mask,
+        )
+
+    def _prepare(
+        self, image: np.ndarray, mask: np.ndarray, key: str, t_info: str | None, t_mask: str | None
+    ) -> _Seen:
+        """What the model will see for ``image`` and ``mask`` and the descriptions it will
+        read: shared by :meth:`describe` and :meth:`__call__`, so they cannot disagree."""
         mask = postprocess(mask, dilation=self.dilate)
         check_mask(mask, image.shape, f"{key} (mask dilated by {self.dilate})", key)
         window = context_window(mask, self.resolution, self.context)
@@ -143,10 +191,7 @@ class Remover:
             self.t_info if t_info is None else t_info,
             self.t_mask if t_mask is None else t_mask,
         )
-        result = self.pipeline(source, small_mask, [t_info], [t_mask], ids=[key], **self.sampling)
-        filled = ((result[0].float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        filled = filled.permute(1, 2, 0).numpy()
-        return Removal(paste(image, filled, mask, window), mask, window, t_info, t_mask)
+        return _Seen(mask, window, source, small_mask, t_info, t_mask)
 
     def _describe(
         self, source: torch.Tensor, mask: torch.Tensor, t_info: str | None, t_mask: str | None
