@@ -4,9 +4,10 @@
     >>> from dcgd.sampling.pipeline import load_pipeline
     >>> app = create_app(load_pipeline("models/quickstart"))   # then: uvicorn.run(app)
 
-Routes: ``GET /`` (the page), ``POST /api/remove``, ``GET /api/model``, ``GET /api/health``,
-``GET /api/progress/{job}``, ``GET /docs`` (API page, offline) and ``GET /openapi.json``.
-Removals run one at a time in arrival order (:mod:`dcgd.app.queue`); every refusal is a 4xx
+Routes: ``GET /`` (the page), ``POST /api/remove``, ``POST /api/describe``, ``GET /api/model``,
+``GET /api/health``, ``GET /api/progress/{job}``, ``GET /docs`` (API page, offline) and
+``GET /openapi.json``. Removals and descriptions run one at a time in arrival order
+(:mod:`dcgd.app.queue`); every refusal is a 4xx
 (or 503 when the queue is full) with ``{"detail": "<one sentence>"}``.
 """
 
@@ -207,6 +208,68 @@ def create_app(
         requests before it), `running` (`step` of `steps`, `elapsed` seconds) or
         `unknown` (finished, or never sent)."""
         return queue.progress(job)
+
+    @app.post(
+        "/api/describe",
+        summary="What the describer says the scene and the masked object are",
+        responses={
+            400: {"description": "a bad upload or option, said in one sentence"},
+            403: {"description": "sent by a page of another site"},
+            411: {"description": "no Content-Length (a chunked upload)"},
+            413: {"description": "the upload or an image is over the server's limit"},
+            422: {"description": "a file is missing, or sent as text"},
+            503: {"description": "too many requests wait already; try again later"},
+        },
+    )
+    def describe(  # a plain def, as remove: waiting for the model blocks no one
+        image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WebP, BMP, TIFF)")],
+        mask: Annotated[
+            UploadFile, File(description="the mask, same size: white (brighter than half) = remove")
+        ],
+        prompt_mode: Annotated[
+            str | None, Form(description="none, positive, negative or dual")
+        ] = None,
+        dilate: Annotated[str | None, Form(description="grow the mask by N pixels first")] = None,
+    ) -> dict[str, Any]:
+        """The `t_info` and `t_mask` a `POST /api/remove` with the same image, mask,
+        `prompt_mode` and `dilate` uses when they are left empty: the configured describer's
+        (CLIP) descriptions of the window the model sees, for those the prompt mode reads;
+        "" for the others. Without a describer both are "" and `describer` is null. Checked
+        as `POST /api/remove` checks its upload; served in the same queue (CLIP runs on the
+        model's device)."""
+        options = parse_options({"prompt_mode": prompt_mode, "dilate": dilate}, train_timesteps)
+        image_bytes, mask_bytes = image.file.read(), mask.file.read()
+        check_same_size(
+            peek(image_bytes, "image", limits.max_pixels),
+            peek(mask_bytes, "mask", limits.max_pixels),
+        )
+        try:
+            remover = Remover(
+                pipeline, dilate=options.dilate, describer=describer, sampling=options.sampling
+            )
+        except DCGDError as err:
+            raise UploadError(400, str(err)) from None
+        key = key_of(image.filename)
+
+        def work() -> tuple[str, str]:
+            rgb, _ = decode_image(image_bytes)
+            hole = decode_mask(mask_bytes)
+            try:
+                return remover.describe(rgb, hole, key=key)
+            except DCGDError as err:  # e.g. a dilated mask that covers the whole image
+                raise UploadError(400, str(err)) from None
+
+        if describer is None:  # nothing runs on the model: checked here, not queued
+            t_info, t_mask = work()
+        else:
+            try:
+                t_info, t_mask = queue.run(uuid.uuid4().hex, 0, work)
+            except QueueFull as err:
+                raise UploadError(
+                    503, f"the server is busy ({err}); try again in a moment"
+                ) from None
+        name = type(describer).__name__ if describer is not None else None
+        return {"t_info": t_info, "t_mask": t_mask, "describer": name}
 
     @app.post(
         "/api/remove",
