@@ -96,6 +96,10 @@ def test_paint_a_stroke_run_and_get_the_hole_filled_and_the_rest_kept(server, br
         .release()
         .perform()
     )
+    # The server has no describer: Describe stays disabled with a stroke painted, and the
+    # page says the fields are sent as typed (empty).
+    assert not driver.find_element(By.ID, "describe").is_enabled()
+    assert "no describer configured" in driver.find_element(By.ID, "describer-hint").text
     driver.find_element(By.ID, "run").click()
     wait.until(lambda d: d.execute_script("return window.dcgdLast !== null"))
     wait.until(
