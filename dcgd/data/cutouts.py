@@ -1,7 +1,9 @@
 """Object cut-outs to paste into clean images (``paste`` pairs): RGBA patches with a label.
 
-Three kinds: the built-in procedural objects, a folder of RGBA PNGs, and images with
-instance masks (an image folder and a mask folder matched by file name). A cut-out source
+Four kinds: the built-in procedural objects, a folder of RGBA PNGs, images with instance
+masks (an image folder and a mask folder matched by file name), and COCO-format instance
+annotations (a mapping ``{coco: instances_*.json, images: <folder>, ...}``, see
+:mod:`dcgd.data.coco`). A cut-out source
 has ``sample(rng, context_label) -> (rgba uint8 [h,w,4], label)``.
 """
 
@@ -125,8 +127,16 @@ class InstanceMaskCutouts(CutoutFolder):
         return _crop_to_alpha(rgba, self.paths[index]), self.labels[index]
 
 
-def build_cutouts(spec: str | None, masks: str | None = None, same_class_probability: float = 0.5):
-    """``"procedural"`` (default), a folder of RGBA PNGs, or an image folder + ``masks``."""
+def build_cutouts(
+    spec: str | dict | None, masks: str | None = None, same_class_probability: float = 0.5
+):
+    """``"procedural"`` (default), a folder of RGBA PNGs, an image folder + ``masks``, or a
+    COCO mapping (``{coco: ..., images: ..., categories, min_area, cache}``)."""
+    if isinstance(spec, dict):
+        from dcgd.data.coco import CocoCutouts, check_coco_spec
+
+        check_coco_spec(spec)
+        return CocoCutouts(**spec)
     if spec is None or spec == "procedural":
         return ProceduralCutouts(same_class_probability)
     if masks is not None:

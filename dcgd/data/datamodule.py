@@ -110,13 +110,19 @@ class InpaintingDataModule(L.LightningDataModule):
         size: working resolution (square crops; the paper: 512).
         batch_size: per device (global batch = batch_size x devices x nodes).
         paste_probability: share of object-removal (paste) pairs; 0 = classic inpainting.
-        cutouts: objects to paste: ``procedural``, a folder of RGBA PNGs, or an image folder
-            used with ``cutout_masks`` (instance masks of the same names). ``None``: the
+        cutouts: objects to paste: ``procedural``, a folder of RGBA PNGs, an image folder
+            used with ``cutout_masks`` (instance masks of the same names), or COCO-format
+            instance annotations ``{coco: instances_*.json, images: <folder>, categories:
+            [names], min_area: 64, cache: <folder>}`` (``dcgd.data.coco``; the category name
+            is the object label; needs ``pip install pycocotools``). ``None``: the
             procedural objects for the built-in data; with a real-photo dataset (places365,
             paris, folder) and ``paste_probability > 0`` it is refused at construction, so a
             removal config never trains hole-only or on objects nobody chose.
         same_class_probability: procedural data: chance that the pasted object looks like
             the ones already in the scene (the hard case of the paper).
+        same_image_probability: share of paste pairs that copy one of the image's own
+            annotated objects elsewhere in it, its twin staying (Fig. 7 on real photos);
+            needs COCO ``cutouts`` annotating the dataset's images (matched by file name).
         paste_dilation: pixels a pasted object's footprint grows to make its mask.
         mask_kind / box_probability / mask_dilation / mask_feather: generated hole masks.
         mask_folder / invert_masks: read hole masks from a folder (e.g. NVIDIA irregular masks).
@@ -142,9 +148,10 @@ class InpaintingDataModule(L.LightningDataModule):
         size: int = 64,
         batch_size: int = 8,
         paste_probability: float = 0.5,
-        cutouts: str | None = "procedural",
+        cutouts: str | dict | None = "procedural",
         cutout_masks: str | None = None,
         same_class_probability: float = 0.5,
+        same_image_probability: float = 0.0,
         paste_dilation: int = 3,
         mask_kind: str = "mixed",
         box_probability: float = 0.25,
@@ -173,6 +180,7 @@ class InpaintingDataModule(L.LightningDataModule):
         for name, value in (
             ("paste_probability", paste_probability),
             ("same_class_probability", same_class_probability),
+            ("same_image_probability", same_image_probability),
             ("box_probability", box_probability),
         ):
             finite(name, value, 0, 1)
@@ -226,16 +234,31 @@ class InpaintingDataModule(L.LightningDataModule):
                     "paste_probability: 0 for hole pairs only"
                 )
             for name, folder in (("cutouts", cutouts), ("cutout_masks", cutout_masks)):
+                if isinstance(folder, dict):
+                    continue  # a COCO source: checked below
                 if folder not in (None, "procedural") and not Path(folder).expanduser().is_dir():
                     raise DataError(
                         f"data.{name} {folder} does not exist; point it at a folder of "
                         "cut-outs (RGBA PNGs; see README: 'From the quick start to real data')"
                     )
+        if isinstance(cutouts, dict):
+            from dcgd.data.coco import check_coco_spec
+
+            check_coco_spec(cutouts)
+        if same_image_probability > 0 and paste_probability > 0 and not isinstance(cutouts, dict):
+            raise ConfigError(
+                f"same_image_probability {same_image_probability:g} copies an image's own "
+                "annotated objects: set data.cutouts to {coco: <instances_*.json>, images: "
+                "<folder>} annotating the dataset's images, or same_image_probability: 0"
+            )
         self.dataset_name = dataset
         self.root = root
         self.size = size
         self.batch_size = batch_size
-        self.pairs = PairSettings(paste_probability, paste_dilation, mask_settings)
+        self.pairs = PairSettings(
+            paste_probability, paste_dilation, mask_settings, same_image_probability
+        )
+        self._cutouts = None  # built once, on first use, shared by the splits
         self.cutout_spec = (cutouts, cutout_masks, same_class_probability)
         self.mask_folder_spec = (mask_folder, invert_masks)
         self._mask_folder: MaskFolder | None = None  # one per data module: read once
@@ -265,7 +288,13 @@ class InpaintingDataModule(L.LightningDataModule):
         if split not in self.datasets:
             cutouts = None
             if self.pairs.paste_probability > 0:
-                cutouts = build_cutouts(*self.cutout_spec)
+                if self._cutouts is None:
+                    self._cutouts = build_cutouts(*self.cutout_spec)
+                    # Bad annotations (COCO) are reported with the unreadable files.
+                    self.skipped_files += [
+                        f"cut-out: {line}" for line in getattr(self._cutouts, "bad", [])
+                    ]
+                cutouts = self._cutouts
             folder, invert = self.mask_folder_spec
             if folder and self._mask_folder is None:
                 self._mask_folder = MaskFolder(folder, invert)

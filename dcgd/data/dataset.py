@@ -59,11 +59,15 @@ class PairSettings:
         0 is classic inpainting (the paper's Table 1), 1 pure object removal.
     paste_dilation: pixels the pasted object's footprint is grown by to make the mask.
     masks: the generated hole masks (ignored when ``mask_folder`` is given).
+    same_image_probability: share of the paste pairs that copy one of the image's own
+        objects elsewhere in it (needs COCO cut-outs annotating the dataset's images; an
+        image with no annotated object gets an ordinary paste pair).
     """
 
     paste_probability: float = 0.5
     paste_dilation: int = 3
     masks: MaskSettings = MaskSettings()
+    same_image_probability: float = 0.0
 
 
 class InpaintingDataset(Dataset):
@@ -120,8 +124,15 @@ class InpaintingDataset(Dataset):
         )
         bucket = int(rng.integers(len(self.buckets))) if self.train else index % len(self.buckets)
         item, skipped = self._load(index, rng)
-        target = self._crop(item, rng)
-        pair = self._pair(target, item, bucket, index, rng, skipped)
+        pair, paste = None, None
+        if self.pairs.same_image_probability > 0:
+            # Drawn only when asked for, so other configs keep their sample streams.
+            paste = bool(rng.random() < self.pairs.paste_probability)
+            if paste and rng.random() < self.pairs.same_image_probability:
+                pair = self._same_image(item, bucket, rng, skipped)
+        if pair is None:
+            target = self._crop(item, rng)
+            pair = self._pair(target, item, bucket, index, rng, skipped, paste)
         count = int(np.count_nonzero(pair.mask))
         found = bucket_index(count, pair.mask.size, self.buckets)
         if not self.train and found == OUTSIDE:
@@ -177,8 +188,11 @@ class InpaintingDataset(Dataset):
         index: int,
         rng: np.random.Generator,
         skipped: list[str],
+        paste: bool | None = None,
     ) -> Pair:
-        if rng.random() < self.pairs.paste_probability:
+        if paste is None:
+            paste = bool(rng.random() < self.pairs.paste_probability)
+        if paste:
             context = item.scene.objects[0].label if item.scene and item.scene.objects else ""
             try:
                 cutout, label = self.cutouts.sample(rng, context)
@@ -200,6 +214,30 @@ class InpaintingDataset(Dataset):
                 return pair
             # This object cannot cover the bucket (too thin, too small): a hole pair instead.
         return hole_pair(target, self._mask(bucket, index, rng))
+
+    def _same_image(
+        self, item: Item, bucket: int, rng: np.random.Generator, skipped: list[str]
+    ) -> Pair | None:
+        """A copy of one of the image's own objects (``None``: not annotated, or no place)."""
+        from dcgd.data.coco import same_image_pair
+
+        instances_of = getattr(self.cutouts, "instances_of", None)
+        indices = instances_of(item.id) if instances_of is not None else []
+        if not indices:
+            return None
+        try:
+            return same_image_pair(
+                item.image,
+                self.cutouts,
+                indices,
+                self.size,
+                rng,
+                self.pairs.paste_dilation,
+                self.buckets[bucket],
+            )
+        except DataError as err:
+            skipped.append(f"cut-out: {err}")
+            return None
 
     def _mask(self, bucket: int, index: int, rng: np.random.Generator) -> np.ndarray:
         size = (self.size, self.size)

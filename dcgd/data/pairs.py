@@ -118,6 +118,7 @@ def paste_pair(
     fill_fraction: float | None = None,
     max_tries: int = PASTE_TRIES,
     max_side_fraction: float = 0.95,
+    avoid: tuple[int, int, int, int] | None = None,
 ) -> Pair | None:
     """Paste ``cutout`` (RGBA, any size) at a random place and scale into ``target``.
 
@@ -125,7 +126,8 @@ def paste_pair(
     (rejection-sampled; ``None`` when ``max_tries`` fail, e.g. a bucket too large for the
     object's shape). ``fill_fraction`` is the share of the cut-out's box its alpha covers;
     measured from the cut-out when not given. The search is bounded by ``max_tries``: the
-    caller decides what a miss means (the dataset makes a hole pair instead).
+    caller decides what a miss means (the dataset makes a hole pair instead). ``avoid``
+    (``x0, y0, x1, y1``): a box the mask must not touch (the twin of a same-image copy).
     """
     if max_tries < 1:
         raise ValueError(f"max_tries must be >= 1, got {max_tries}")
@@ -156,6 +158,8 @@ def paste_pair(
         if count == 0 or count == total:
             continue
         if bucket is not None and not bucket.contains(count, total):
+            continue
+        if avoid is not None and mask[avoid[1] : avoid[3], avoid[0] : avoid[2]].any():
             continue
         hidden = opaque_pixels(target.shape, scaled, x, y)
         return Pair(source, mask, target, "paste", label, {"box": (x, y, *size)}, hidden)
