@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from dcgd.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:  # torch, FastAPI and the model load only when the server starts
-    from dcgd.text.describer_base import Describer
+    pass
 
 HELP = "a page to remove objects by painting over them, and an HTTP API (one server)"
 
@@ -123,23 +123,12 @@ def check_free(host: str, port: int) -> None:
             ) from None
 
 
-def build_describer(args: argparse.Namespace) -> Describer | None:
-    if not args.describer:
-        return None
-    from dcgd.text.describer import ClipRegionDescriber
-
-    describer = ClipRegionDescriber(
-        clip_model=args.describer, clip_pretrained=args.describer_pretrained
-    )
-    _ = describer.clip  # load now: a wrong model name fails before the server starts
-    return describer
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
     from dcgd.app.server import Limits, create_app
+    from dcgd.commands.remove import build_describer  # the same --describer options
     from dcgd.sampling.pipeline import load_pipeline
 
     if not args.checkpoint.exists():

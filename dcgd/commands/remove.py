@@ -48,6 +48,7 @@ from dcgd.models.schedulers import SAMPLERS
 if TYPE_CHECKING:  # torch and the model load only when a run needs them (--help stays fast)
     from dcgd.sampling.pipeline import DCGDPipeline
     from dcgd.sampling.remover import Remover
+    from dcgd.text.describer_base import Describer
 
 HELP = "remove the masked objects from images with a trained model (.ckpt or exported dir)"
 
@@ -390,16 +391,13 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 # ---------------------------------------------------------------------------- running
-def build_describer(args: argparse.Namespace):
+def build_describer(args: argparse.Namespace) -> Describer | None:
+    """The CLIP describer of ``--describer``, or None without it."""
     if not args.describer:
         return None
-    from dcgd.text.describer import ClipRegionDescriber
+    from dcgd.text.describer import load_region_describer
 
-    describer = ClipRegionDescriber(
-        clip_model=args.describer, clip_pretrained=args.describer_pretrained
-    )
-    _ = describer.clip  # load now: a wrong model name fails before any image is processed
-    return describer
+    return load_region_describer(args.describer, args.describer_pretrained)
 
 
 def pick_device(name: str | None) -> str:

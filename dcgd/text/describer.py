@@ -230,3 +230,11 @@ class ClipRegionDescriber(Describer):
                 )
             )
         return descriptions
+
+
+def load_region_describer(model: str, pretrained: str | None = None) -> ClipRegionDescriber:
+    """The describer of ``--describer MODEL --describer-pretrained TAG``, loaded now: a wrong
+    model name fails before any image is processed or any server starts."""
+    describer = ClipRegionDescriber(clip_model=model, clip_pretrained=pretrained)
+    _ = describer.clip
+    return describer
