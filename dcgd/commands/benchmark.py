@@ -34,6 +34,9 @@ from dcgd.models.guidance import PROMPT_MODES
 from dcgd.validation import finite, whole
 
 HELP = "benchmarks of a trained model; 'removal': repeated-object reappearance (Fig. 7)"
+TIME_TO_QUALITY_HELP = (
+    "hole error and reappearance against seconds per image, per sampler and steps"
+)
 REMOVAL_HELP = "how often the removed object comes back among look-alikes, per prompt mode and w"
 
 BASELINES = ("telea", "navier_stokes", "mean_fill")
@@ -50,6 +53,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     removal.formatter_class = argparse.RawDescriptionHelpFormatter
     add_removal_arguments(removal)
+    from dcgd.benchmarks import time_to_quality
+
+    speed = benchmarks.add_parser(
+        "time-to-quality",
+        help=TIME_TO_QUALITY_HELP,
+        description=time_to_quality.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_time_to_quality_arguments(speed)
+
+
+def add_time_to_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    from dcgd.benchmarks.time_to_quality import DEFAULT_SAMPLERS, DEFAULT_STEPS
+    from dcgd.models.schedulers import SAMPLERS
+
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt or an export")
+    parser.add_argument("--out", required=True, type=Path, help="folder for table, JSON, plot")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        choices=sorted(SAMPLERS),
+        default=list(DEFAULT_SAMPLERS),
+        help=f"samplers to measure (default {' '.join(DEFAULT_SAMPLERS)})",
+    )
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_STEPS),
+        help=f"step counts to measure (default {' '.join(map(str, DEFAULT_STEPS))}; 50-step "
+        "DDIM, the reference, is always measured)",
+    )
+    parser.add_argument("--count", type=int, default=32, help="cases (default 32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="cases per batch (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
+    parser.add_argument("--case-seed", type=int, default=0, help="seed of the built-in cases")
+    parser.add_argument("--size", type=int, help="case side (default: the model's resolution)")
+    parser.add_argument("--dilation", type=int, default=3, help="mask growth in px (default 3)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--no-ema", action="store_true", help="a .ckpt's raw weights")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
 def add_removal_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,9 +220,86 @@ def method_key(mode: str, w: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.benchmark != "removal":  # argparse allows only 'removal' today
+    if args.benchmark == "time-to-quality":
+        return run_time_to_quality(args)
+    if args.benchmark != "removal":
         raise ConfigError(f"unknown benchmark {args.benchmark!r}")
     return run_removal(args)
+
+
+def run_time_to_quality(args: argparse.Namespace) -> int:
+    from dcgd.benchmarks import time_to_quality as ttq
+    from dcgd.benchmarks.data import machine
+    from dcgd.eval import repeated_objects as bench
+    from dcgd.sampling.pipeline import load_pipeline
+
+    for name in ("count", "batch_size", "resamples"):
+        whole("--" + name.replace("_", "-"), getattr(args, name), 1)
+    for steps in args.steps:
+        whole("--steps", steps, 1, 1000)
+    whole("--seed", args.seed, 0)
+    whole("--case-seed", args.case_seed, 0)
+    whole("--dilation", args.dilation, 0)
+    if args.size is not None:
+        check_size(args.size, 1)
+    check_out_folder(args.out, "--out", args.overwrite, "benchmark results")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
+    size = args.size or pipe.settings.resolution
+    check_size(size, pipe.size_multiple)
+    whole("--dilation", args.dilation, 0, size // 2 - 1)
+
+    points = list(
+        dict.fromkeys([ttq.REFERENCE, *((s, n) for s in args.samplers for n in args.steps)])
+    )
+    cases = bench.build_cases(args.count, args.case_seed, size, args.dilation)
+    batches = [cases[i : i + args.batch_size] for i in range(0, len(cases), args.batch_size)]
+    tensors = [bench.case_batch(chunk) for chunk in batches]  # on the CPU, as score reads them
+    indices = bench.resample_indices(len(cases), args.resamples, args.seed)
+    progress = tqdm(
+        total=len(cases) * len(points), desc="time to quality", unit="img", file=sys.stderr
+    )
+    measured = ttq.measure(pipe, cases, batches, tensors, points, indices, args.seed, progress)
+    progress.close()
+    chosen = ttq.suggest(measured)
+    settings = {
+        "benchmark": "time-to-quality",
+        "checkpoint": str(args.checkpoint),
+        "device": device,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "size": size,
+        "count": len(cases),
+        "case_seed": args.case_seed,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "prompt_mode": pipe.settings.prompt_mode,
+        "w": pipe.settings.w,
+        "reference": list(ttq.REFERENCE),
+    }
+    table = ttq.to_markdown(settings, measured, chosen)
+    rows = [p.row() for p in measured]
+    payload = {
+        "settings": settings,
+        "points": rows,
+        "suggested": None if chosen is None else {"sampler": chosen.sampler, "steps": chosen.steps},
+    }
+    out = args.out
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    figure = ttq.plot(measured, chosen)
+    write_atomic(out / "table.md", table)
+    write_atomic(out / "table.csv", buffer.getvalue())
+    write_atomic(out / "results.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    save_atomic(out / "time_to_quality.png", lambda tmp: figure.savefig(tmp, dpi=120))
+    print()
+    print(table)
+    print(f"written to {out}")
+    return 0
 
 
 def run_removal(args: argparse.Namespace) -> int:
