@@ -38,8 +38,14 @@ SHOW = 10  # problems listed per kind on the console (the JSON lists all)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, type=Path, help="folder of the method's outputs")
-    parser.add_argument("--target", required=True, type=Path, help="folder of ground-truth images")
-    parser.add_argument("--mask", required=True, type=Path, help="folder of masks (white = filled)")
+    parser.add_argument("--target", type=Path, help="folder of ground-truth images")
+    parser.add_argument("--mask", type=Path, help="folder of masks (white = filled)")
+    parser.add_argument(
+        "--pairs",
+        type=Path,
+        help="a removal-pairs folder (source/ mask/ target/, e.g. RORD): the same as --source "
+        "DIR/source --mask DIR/mask --target DIR/target (DIR/test/ when it holds them)",
+    )
     parser.add_argument(
         "--source",
         type=Path,
@@ -138,7 +144,29 @@ def check_outputs(args: argparse.Namespace) -> None:
         seen[key] = flag
 
 
+def resolve_pairs(args: argparse.Namespace) -> None:
+    """``--pairs DIR`` sets --source / --mask / --target to its sub-folders; without it,
+    --target and --mask are required."""
+    if args.pairs is not None:
+        given = [f"--{f}" for f in ("source", "mask", "target") if getattr(args, f) is not None]
+        if given:
+            raise ConfigError(
+                f"--pairs sets --source, --mask and --target itself; drop {', '.join(given)}"
+            )
+        from dcgd.data.paired import pairs_folder
+
+        folder = pairs_folder(args.pairs, "test")
+        args.source, args.mask, args.target = (folder / p for p in ("source", "mask", "target"))
+    missing = [f"--{f}" for f in ("target", "mask") if getattr(args, f) is None]
+    if missing:
+        raise ConfigError(
+            f"give {' and '.join(missing)} (folders of images), or --pairs DIR for a folder "
+            "holding source/ mask/ target/"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    resolve_pairs(args)
     whole("--batch-size", args.batch_size, 1)
     check_outputs(args)
     problems: dict[str, dict] = {

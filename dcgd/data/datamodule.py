@@ -42,12 +42,13 @@ from dcgd.data.buckets import BUCKET_NAMES, parse_bucket
 from dcgd.data.cutouts import build_cutouts
 from dcgd.data.dataset import InpaintingDataset, PairSettings
 from dcgd.data.masks import MaskFolder, MaskSettings
+from dcgd.data.paired import PairedDataset
 from dcgd.data.sources import build_source
 from dcgd.errors import ConfigError, DataError
 from dcgd.text.describer_base import Describer, attach_descriptions
 from dcgd.validation import finite, whole
 
-DATASETS = ("procedural", "photos", "places365", "paris", "folder")
+DATASETS = ("procedural", "photos", "places365", "paris", "folder", "pairs")
 PHOTO_DATASETS = ("places365", "paris", "folder")  # real photographs: no objects of their own
 
 
@@ -101,7 +102,10 @@ class InpaintingDataModule(L.LightningDataModule):
 
     Args:
         dataset: ``procedural`` (built-in scenes, no download), ``photos`` (photographs shipped
-            in scikit-image / scikit-learn), ``places365``, ``paris`` or ``folder``.
+            in scikit-image / scikit-learn), ``places365``, ``paris``, ``folder``, or ``pairs``:
+            real removal pairs ``source/ mask/ target/`` for test (and val from its ``val/``),
+            read as they are (``dcgd.data.paired``; cut-outs and masks are not used; ``fit``
+            is refused).
         root: dataset folder (places365: torchvision layout or easyformat; paris: the folder
             holding ``paris_train_original/`` and ``paris_eval_gt/``; folder: any images,
             split by ``train/ test/`` sub-folders when present, test falling back to ``val/``;
@@ -217,7 +221,7 @@ class InpaintingDataModule(L.LightningDataModule):
             mask_settings = MaskSettings(mask_kind, box_probability, mask_dilation, mask_feather)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        if dataset in ("places365", "paris", "folder"):
+        if dataset in ("places365", "paris", "folder", "pairs"):
             if root is None:
                 raise ConfigError(f"dataset {dataset} needs data.root (the folder that holds it)")
             if not Path(root).expanduser().is_dir():
@@ -225,6 +229,8 @@ class InpaintingDataModule(L.LightningDataModule):
                     f"data root {root} does not exist; point data.root at the {dataset} folder "
                     "(see README: 'From the quick start to real data')"
                 )
+        if dataset == "pairs":
+            paste_probability = 0.0  # the pairs are read, not made: no cut-outs needed
         if paste_probability > 0 and dataset in PHOTO_DATASETS:
             if cutouts is None:
                 raise ConfigError(
@@ -282,9 +288,13 @@ class InpaintingDataModule(L.LightningDataModule):
         self._resume: dict[str, int] = {}  # where a resumed run stopped (see state_dict)
 
     # ------------------------------------------------------------------ datasets
-    def dataset(self, split: str) -> InpaintingDataset:
+    def dataset(self, split: str) -> InpaintingDataset | PairedDataset:
         """The dataset of ``split`` (train / val / test / predict = test), built on first use."""
         split = "test" if split == "predict" else split
+        if split not in self.datasets and self.dataset_name == "pairs":
+            paired = PairedDataset(self.root, split, self.size, self.buckets)
+            self.skipped_files += [f"pair {line}" for line in paired.bad]
+            self.datasets[split] = paired
         if split not in self.datasets:
             cutouts = None
             if self.pairs.paste_probability > 0:

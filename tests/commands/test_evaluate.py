@@ -190,3 +190,38 @@ def test_removal_residue_scores_what_the_source_showed(tmp_path, capsys):
     folders = {k: tmp_path / k for k in ("pred", "target", "mask", "source")}
     assert main(_argv(folders, "--removal=residue", "--lpips=none", f"--json={report}")) == 0
     assert json.loads(report.read_text())["residue"]["all"] == pytest.approx(1.0)
+
+
+def test_pairs_folder_scores_real_removals(tmp_path, capsys):
+    """``--pairs DIR``: source/ mask/ target/ of RORD-style pairs. A method that removed the
+    object (pred = target) on half of the images and did nothing (pred = source) on the
+    other half gets exactly the per-image MAE / PSNR computed directly from the files."""
+    from tests.data.test_paired import make_pairs
+
+    scenes = make_pairs(tmp_path / "pairs")
+    expected = {}
+    for i, (name, (source, mask, target)) in enumerate(sorted(scenes.items())):
+        pred = target if i % 2 else source
+        _write(tmp_path / "pred" / f"{name}.png", pred)
+        result = np.where(mask[..., None] > 0, pred, source) / 255.0
+        err = result - target / 255.0
+        mse = np.mean(err**2)
+        expected[name] = (np.mean(np.abs(err)), 10 * np.log10(1 / mse) if mse else np.inf)
+    per_image = tmp_path / "scores.csv"
+    argv = ["evaluate", f"--pred={tmp_path / 'pred'}", f"--pairs={tmp_path / 'pairs'}"]
+    assert main([*argv, "--lpips=none", f"--csv={per_image}"]) == 0
+    assert f"scored {len(scenes)} of {len(scenes)} images" in capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(per_image.read_text())))
+    assert sorted(r["id"] for r in rows) == sorted(scenes)
+    for row in rows:
+        mae, psnr = expected[row["id"]]
+        assert float(row["mae"]) == pytest.approx(mae, abs=1e-6)
+        assert float(row["psnr"]) == pytest.approx(psnr, abs=1e-4)
+    assert sum(float(r["mae"]) == 0 for r in rows) == len(scenes) // 2  # the removed ones
+    # --pairs sets the three folders itself; without it --target and --mask are needed.
+    assert main([*argv, f"--mask={tmp_path / 'pairs' / 'mask'}"]) == 2
+    assert "drop --mask" in capsys.readouterr().err
+    assert main(["evaluate", f"--pred={tmp_path / 'pred'}"]) == 2
+    assert "or --pairs DIR" in capsys.readouterr().err
+    assert main([*argv[:2], f"--pairs={tmp_path / 'pred'}"]) == 2
+    assert "needs source/, mask/ and target/" in capsys.readouterr().err
