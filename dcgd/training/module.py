@@ -147,7 +147,7 @@ class DCGDModule(L.LightningModule):
             finite("ema_decay", ema_decay, 0, 1, high_open=True)
         if snr_gamma is not None:
             finite("snr_gamma", snr_gamma, 0, low_open=True)
-        finite("cache_gib", cache_gib, 0, low_open=True)
+        finite("cache_gib", cache_gib, 0)  # 0: a cache that holds nothing (caching off)
         whole("val_steps", val_steps, 1)
         whole("grid_samples", grid_samples, 0)
         whole("seed", seed, 0)

@@ -72,7 +72,9 @@ def test_the_evaluate_command_uses_the_same_edges(workdir):
         Image.fromarray(_mask(size, size, masked) * 255).save(folders["mask"] / f"{name}.png")
     report = workdir / "report.json"
     argv = ["evaluate", *[f"--{k}={v}" for k, v in folders.items()], "--lpips=none"]
-    assert main([*argv, f"--json={report}"]) == 0
+    # The 40% mask is in no bucket, so it is not scored: an error unless --allow-missing.
+    assert main([*argv, f"--json={report}"]) == 2 and not report.exists()
+    assert main([*argv, f"--json={report}", "--allow-missing"]) == 0
     payload = json.loads(report.read_text())
     assert payload["counts"]["0.1-0.2"] == 1
     assert payload["counts"]["0.01-0.1"] == 1
