@@ -10,6 +10,14 @@ bootstrap 95% interval, plus the paired differences ``<mode> - none`` per ``w``.
 Writes to --out: ``table.md``, ``table.csv``, ``results.json`` (settings, means, intervals,
 differences, every case's scores), ``grid.png`` and ``reappearance.png``; and logs them to an
 MLflow run (experiment ``dcgd-benchmark``) unless --no-mlflow.
+
+With --pairs DIR the cases are real removal pairs instead (``DIR/source/``, ``mask/``,
+``target/`` matched by name, or ``DIR/test/...``; read as ``dataset: pairs`` reads them for
+``test``: one centre crop at the model's resolution or --size, sorted by name, the first
+--count). Reappearance is NOT measured there (real pairs have no colour judge): the measures
+are hole MAE / PSNR, SSIM and LPIPS, and ``hole_mae.png`` replaces ``reappearance.png``.
+``t_info`` / ``t_mask`` are empty unless --prompts FILE (CSV ``name,t_info,t_mask`` or JSON
+lines; ``name`` is the pair's path under ``source/`` with or without its extension).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,8 @@ BASELINES = ("telea", "navier_stokes", "mean_fill")
 GRID_ROWS = 8
 EXPERIMENT = "dcgd-benchmark"
 OUTPUTS = ("table.md", "table.csv", "results.json", "grid.png", "reappearance.png")
+PAIRS_OUTPUTS = ("table.md", "table.csv", "results.json", "grid.png", "hole_mae.png")
+NOT_MEASURED = "reappearance not measured: real pairs have no judge of the removed object"
 MAX_SIZE = 4096  # case side in pixels: every case is sampled at this size, per method and w
 
 
@@ -111,7 +122,24 @@ def add_removal_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="write into --out even if it is not empty"
     )
     parser.add_argument(
-        "--count", type=int, default=64, help="number of cases (default 64; sizes cycle)"
+        "--count",
+        type=int,
+        default=64,
+        help="number of cases (default 64; sizes cycle); with --pairs: at most this many pairs, "
+        "the first in name order",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=Path,
+        help="score on real removal pairs instead of the built-in cases: a folder with "
+        "source/ mask/ target/ (or test/ holding them), read as 'dataset: pairs' is; hole "
+        "MAE / PSNR, SSIM, LPIPS only (no reappearance: real pairs have no judge)",
+    )
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="with --pairs: t_info / t_mask per pair from a CSV name,t_info,t_mask (or JSON "
+        "lines), name = the path under source/; without it both prompts are empty",
     )
     parser.add_argument(
         "--w",
@@ -198,6 +226,8 @@ def check_options(args: argparse.Namespace) -> list[float]:
         finite("--grid-w", args.grid_w)
         if args.grid_w not in args.w:
             raise ConfigError(f"--grid-w {args.grid_w:g} is not one of --w {args.w}")
+    if args.prompts is not None and args.pairs is None:
+        raise ConfigError("--prompts describes real pairs: give --pairs DIR with it")
     check_out_folder(args.out, "--out", args.overwrite, "benchmark results")
     return sorted(set(args.w))
 
@@ -328,7 +358,13 @@ def run_removal(args: argparse.Namespace) -> int:
     lpips, lpips_note = _load_lpips(args.lpips, args.lpips_weights, device)
 
     start = time.perf_counter()
-    cases = bench.build_cases(args.count, args.case_seed, size, args.dilation)
+    skipped: list[str] = []
+    if args.pairs is None:
+        cases = bench.build_cases(args.count, args.case_seed, size, args.dilation)
+    else:
+        cases, folder, skipped, prompted = load_pair_cases(
+            args.pairs, size, args.count, args.prompts
+        )
     batches = [cases[i : i + args.batch_size] for i in range(0, len(cases), args.batch_size)]
     tensors = [bench.case_batch(chunk) for chunk in batches]
 
@@ -350,7 +386,10 @@ def run_removal(args: argparse.Namespace) -> int:
     for key, (name, w) in methods.items():
         for chunk, batch in zip(batches, tensors, strict=True):
             pred = _predict(name, w, batch, pipe, steps, args.seed)
-            scored = bench.score(chunk, batch, pred)
+            if args.pairs is None:
+                scored = bench.score(chunk, batch, pred)
+            else:
+                scored = bench.hole_scores(batch, pred)[0]
             if lpips is not None:
                 for row, value in zip(scored, _lpips(lpips, batch, pred, device), strict=True):
                     row["lpips"] = value
@@ -362,6 +401,8 @@ def run_removal(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
 
     measures = [*bench.MEASURES, *(["lpips"] if lpips is not None else [])]
+    if args.pairs is not None:
+        measures.remove("reappeared")
     indices = bench.resample_indices(len(cases), args.resamples, args.seed)
     summary = summarise(methods, rows, cases, measures, indices)
     differences = paired_differences(ws, rows, measures, indices)
@@ -383,11 +424,22 @@ def run_removal(args: argparse.Namespace) -> int:
         "lpips": lpips_note,
         "use_ema": not args.no_ema,
     }
+    protocol = bench.PROTOCOL
+    if args.pairs is not None:
+        for name in ("case_seed", "dilation"):
+            del settings[name]
+        settings["benchmark"] = "removal-pairs"
+        settings["pairs"] = str(folder)
+        settings["skipped_pairs"] = skipped
+        settings["prompts"] = None if args.prompts is None else str(args.prompts)
+        settings["prompted_pairs"] = prompted
+        settings["reappearance"] = NOT_MEASURED
+        protocol = pairs_protocol()
     out = args.out
     table = to_markdown(settings, summary, differences, measures)
     payload = {
         "settings": settings,
-        "protocol": bench.PROTOCOL,
+        "protocol": protocol,
         "methods": summary,
         "differences": differences,
         "cases": case_rows(cases, rows),
@@ -395,25 +447,30 @@ def run_removal(args: argparse.Namespace) -> int:
     first = batches[0][:GRID_ROWS]
     columns = {key: torch.cat(shown[key])[: len(first)] for key in grid_columns}
     grid = grid_image(first, columns, grid_w)
-    figure = reappearance_plot(ws, summary)
+    if args.pairs is None:
+        figure, figure_name = reappearance_plot(ws, summary), "reappearance.png"
+    else:
+        figure, figure_name = hole_mae_plot(summary), "hole_mae.png"
     # Each file whole or not at all: a killed run (or --overwrite of an earlier one) never
     # leaves a truncated results.json next to the other files.
     write_atomic(out / "table.md", table)
     write_atomic(out / "table.csv", to_csv(summary, differences, measures))
     write_atomic(out / "results.json", json.dumps(payload, indent=2, allow_nan=False) + "\n")
     save_atomic(out / "grid.png", grid.save)
-    save_atomic(out / "reappearance.png", lambda tmp: figure.savefig(tmp, dpi=120))
+    save_atomic(out / figure_name, lambda tmp: figure.savefig(tmp, dpi=120))
 
     print()
     print(table)
     print(f"{len(cases)} cases x {len(methods)} methods in {seconds:.1f} s; written to {out}")
     if lpips is None:
         print(f"note: {lpips_note}")
+    if skipped:
+        print(f"note: {len(skipped)} pair(s) skipped (listed in results.json); first: {skipped[0]}")
     if tracking_uri is not None:
         run_id = log_to_mlflow(
             tracking_uri,
             args.experiment,
-            args.run_name or f"removal-{args.checkpoint.stem}",
+            args.run_name or f"removal-{'pairs-' if args.pairs else ''}{args.checkpoint.stem}",
             out,
             settings,
             summary,
@@ -422,6 +479,55 @@ def run_removal(args: argparse.Namespace) -> int:
         )
         print(f"logged to MLflow run {run_id} (experiment {args.experiment}, {tracking_uri})")
     return 0
+
+
+@dataclass(frozen=True, eq=False)
+class PairCase:
+    """A real removal pair at the working size, shaped like a built-in case for
+    ``case_batch`` and ``grid_image``; images ``uint8 [H,W,3]``, mask ``uint8 {0,1}``."""
+
+    id: str
+    source: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    t_info: str
+    t_mask: str
+
+
+def load_pair_cases(
+    root: Path, size: int, count: int, prompts_path: Path | None
+) -> tuple[list[PairCase], Path, list[str], int]:
+    """The first ``count`` usable pairs of ``root`` (``dataset: pairs``' reader and crop), the
+    folder read, the pairs it skipped and how many pairs --prompts described."""
+    from dcgd.data.buckets import PAPER_BUCKETS
+    from dcgd.data.paired import PairedDataset
+    from dcgd.data.prompt_file import read_prompt_file
+
+    prompts = {} if prompts_path is None else read_prompt_file(prompts_path)
+    dataset = PairedDataset(root, "test", size, PAPER_BUCKETS)
+    cases = []
+    for index in range(min(count, len(dataset))):
+        source, mask, target = dataset.load(index)
+        key = dataset.pairs[index].key
+        given = prompts.get(key, {})
+        cases.append(
+            PairCase(key, source, target, mask, given.get("t_info", ""), given.get("t_mask", ""))
+        )
+    prompted = sum(c.id in prompts for c in cases)
+    return cases, dataset.folder, list(dataset.bad), prompted
+
+
+def pairs_protocol() -> dict[str, str]:
+    from dcgd.eval.repeated_objects import PROTOCOL
+
+    protocol = {
+        "cases": "real removal pairs (source with the object, mask, target without it) read "
+        "as 'dataset: pairs' reads them for test: one centre crop (short side resized to the "
+        "working size) of all three, mask thresholded at 127, in name order",
+        "reappeared": NOT_MEASURED,
+    }
+    keep = ("hole_mae", "hole_psnr", "ssim", "lpips", "composite", "intervals")
+    return {**protocol, **{k: PROTOCOL[k] for k in keep}}
 
 
 def _predict(
@@ -486,19 +592,21 @@ def summarise(
     summary = {}
     for key, (name, w) in methods.items():
         per_case = rows[key]
-        by_size: dict[str, float] = {}
-        for size_name in dict.fromkeys(c.size_name for c in cases):
-            pairs = zip(per_case, cases, strict=True)
-            picked = [r["reappeared"] for r, c in pairs if c.size_name == size_name]
-            by_size[size_name] = float(np.mean(picked))
         summary[key] = {
             "kind": "baseline" if name in BASELINES else "model",
             "mode": name,
             "w": w,
             "n": len(per_case),
             **{m: bootstrap([r[m] for r in per_case], indices) for m in measures},
-            "reappeared_by_size": by_size,
         }
+        if "reappeared" not in measures:
+            continue  # real pairs: no judge, so no rate (absent, not 0)
+        by_size: dict[str, float] = {}
+        for size_name in dict.fromkeys(c.size_name for c in cases):
+            pairs = zip(per_case, cases, strict=True)
+            picked = [r["reappeared"] for r, c in pairs if c.size_name == size_name]
+            by_size[size_name] = float(np.mean(picked))
+        summary[key]["reappeared_by_size"] = by_size
     return summary
 
 
@@ -528,6 +636,17 @@ def paired_differences(
 def case_rows(cases: list, rows: dict[str, list[dict[str, float]]]) -> list[dict]:
     out = []
     for i, case in enumerate(cases):
+        if isinstance(case, PairCase):
+            out.append(
+                {
+                    "id": case.id,
+                    "t_info": case.t_info,
+                    "t_mask": case.t_mask,
+                    "mask_ratio": float(case.mask.mean()),
+                    "results": {key: per_case[i] for key, per_case in rows.items()},
+                }
+            )
+            continue
         out.append(
             {
                 "id": case.id,
@@ -565,15 +684,29 @@ def _cell(stat: dict[str, float], measure: str, signed: bool = False) -> str:
 
 
 def to_markdown(settings: dict, summary: dict, differences: dict, measures: list[str]) -> str:
-    sizes = list(next(iter(summary.values()))["reappeared_by_size"])
+    sizes = list(next(iter(summary.values())).get("reappeared_by_size", {}))
     head = ["method", "w", *(_NAMES[m] for m in measures), *(f"re. {s} %" for s in sizes)]
-    lines = [
-        f"# Repeated-object removal: {settings['checkpoint']}",
-        "",
-        f"{settings['count']} cases at {settings['size']} px (case seed {settings['case_seed']}), "
-        f"{settings['steps']} steps, seed {settings['seed']}; mean [bootstrap 95% interval]. "
-        "Reappeared: lower is better.",
-        "",
+    if "pairs" in settings:
+        lines = [
+            f"# Removal on real pairs: {settings['checkpoint']}",
+            "",
+            f"{settings['count']} pairs from {settings['pairs']} at {settings['size']} px, "
+            f"{settings['steps']} steps, seed {settings['seed']}; mean [bootstrap 95% interval]. "
+            f"Prompts: {settings['prompted_pairs']} of {settings['count']} pairs described "
+            f"{'by ' + settings['prompts'] if settings['prompts'] else '(no --prompts)'}, the "
+            f"rest empty. Note: {NOT_MEASURED}.",
+            "",
+        ]
+    else:
+        lines = [
+            f"# Repeated-object removal: {settings['checkpoint']}",
+            "",
+            f"{settings['count']} cases at {settings['size']} px (case seed "
+            f"{settings['case_seed']}), {settings['steps']} steps, seed {settings['seed']}; mean "
+            "[bootstrap 95% interval]. Reappeared: lower is better.",
+            "",
+        ]
+    lines += [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
@@ -594,8 +727,9 @@ def to_markdown(settings: dict, summary: dict, differences: dict, measures: list
         lines.append("| " + " | ".join(cells) + " |")
     from dcgd.eval.repeated_objects import PROTOCOL
 
+    protocol = pairs_protocol() if "pairs" in settings else PROTOCOL
     lines += ["", "Protocol:", ""]
-    lines += [f"- {k}: {v}" for k, v in PROTOCOL.items() if k != "lpips" or "lpips" in measures]
+    lines += [f"- {k}: {v}" for k, v in protocol.items() if k != "lpips" or "lpips" in measures]
     if "lpips" not in measures:
         lines.append(f"- {settings['lpips']}")
     return "\n".join(lines) + "\n"
@@ -605,7 +739,7 @@ def to_csv(summary: dict, differences: dict, measures: list[str]) -> str:
     buffer = io.StringIO()
     head = ["kind", "name", "mode", "w"]
     head += [f"{m}_{s}" for m in measures for s in ("mean", "lo", "hi")]
-    sizes = list(next(iter(summary.values()))["reappeared_by_size"])
+    sizes = list(next(iter(summary.values())).get("reappeared_by_size", {}))
     head += [f"reappeared_{s}" for s in sizes]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(head)
@@ -668,6 +802,24 @@ def reappearance_plot(ws: list[float], summary: dict):
     axes.set_ylim(-2, max(10.0, 1.15 * highest))
     axes.set_title("Repeated-object removal (lower is better)")
     axes.legend(fontsize="small")
+    return figure
+
+
+def hole_mae_plot(summary: dict):
+    """Hole MAE per method (95% interval bars): the real pairs' figure, no judge to plot."""
+    from matplotlib.figure import Figure
+
+    names = list(summary)
+    stats = [summary[k]["hole_mae"] for k in names]
+    mean = np.array([s["mean"] for s in stats])
+    err = np.array([[s["mean"] - s["lo"], s["hi"] - s["mean"]] for s in stats]).T
+    colours = ["tab:grey" if summary[k]["kind"] == "baseline" else "tab:blue" for k in names]
+    figure = Figure(figsize=(max(6, 0.5 * len(names)), 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.bar(range(len(names)), mean, yerr=err, capsize=3, color=colours)
+    axes.set_xticks(range(len(names)), [k.replace("_", " ") for k in names], rotation=60)
+    axes.set_ylabel("hole MAE on [0,1] (95% interval)")
+    axes.set_title("Removal on real pairs (lower is better; grey: baselines)")
     return figure
 
 

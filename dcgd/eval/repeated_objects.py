@@ -236,8 +236,9 @@ def mean_fill(source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return mask * mean + known * source
 
 
-def score(cases: Sequence[Case], batch: dict, pred: torch.Tensor) -> list[dict[str, float]]:
-    """Per case: reappeared (0/1), p_res, hole MAE / PSNR, whole-image SSIM of the composite."""
+def hole_scores(batch: dict, pred: torch.Tensor) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Per image: hole MAE / PSNR and whole-image SSIM of the composite (no judge: any pair
+    with a target), and the composites as pixels (``to_pixels``) for a judge."""
     result = composite(pred.float().cpu(), batch["source"], batch["mask"])
     unit = (result.double() + 1) / 2
     target = (batch["target"].double() + 1) / 2
@@ -248,18 +249,20 @@ def score(cases: Sequence[Case], batch: dict, pred: torch.Tensor) -> list[dict[s
     mse = (diff**2).sum((1, 2, 3)) / count
     psnr = (10 * torch.log10(1 / mse)).clamp(max=PSNR_CAP).nan_to_num(PSNR_CAP)
     ssims = ssim(result, batch["target"])
+    rows = [
+        {"hole_mae": float(mae[i]), "hole_psnr": float(psnr[i]), "ssim": float(ssims[i])}
+        for i in range(len(result))
+    ]
+    return rows, to_pixels(result)
+
+
+def score(cases: Sequence[Case], batch: dict, pred: torch.Tensor) -> list[dict[str, float]]:
+    """Per case: reappeared (0/1), p_res, hole MAE / PSNR, whole-image SSIM of the composite."""
+    scored, pixels = hole_scores(batch, pred)
     rows = []
-    for i, (case, pixels) in enumerate(zip(cases, to_pixels(result), strict=True)):
-        p_res, back = case.judge(pixels)
-        rows.append(
-            {
-                "reappeared": float(back),
-                "p_res": p_res,
-                "hole_mae": float(mae[i]),
-                "hole_psnr": float(psnr[i]),
-                "ssim": float(ssims[i]),
-            }
-        )
+    for case, image, measured in zip(cases, pixels, scored, strict=True):
+        p_res, back = case.judge(image)
+        rows.append({"reappeared": float(back), "p_res": p_res, **measured})
     return rows
 
 
