@@ -242,6 +242,19 @@ def check_size(size: int, multiple: int) -> None:
         )
 
 
+def load_model(args: argparse.Namespace) -> tuple[Any, str, int]:
+    """The pipeline of --checkpoint on --device, and the case side (--size or the model's)."""
+    from dcgd.sampling.pipeline import load_pipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
+    size = args.size or pipe.settings.resolution
+    check_size(size, pipe.size_multiple)
+    return pipe, device, size
+
+
 def method_key(mode: str, w: float | None) -> str:
     return mode if w is None else f"{mode}_w{w:g}"
 
@@ -261,7 +274,6 @@ def run_time_to_quality(args: argparse.Namespace) -> int:
     from dcgd.benchmarks import time_to_quality as ttq
     from dcgd.benchmarks.data import machine
     from dcgd.eval import repeated_objects as bench
-    from dcgd.sampling.pipeline import load_pipeline
 
     for name in ("count", "batch_size", "resamples"):
         whole("--" + name.replace("_", "-"), getattr(args, name), 1)
@@ -273,12 +285,7 @@ def run_time_to_quality(args: argparse.Namespace) -> int:
     if args.size is not None:
         check_size(args.size, 1)
     check_out_folder(args.out, "--out", args.overwrite, "benchmark results")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
-    size = args.size or pipe.settings.resolution
-    check_size(size, pipe.size_multiple)
+    pipe, device, size = load_model(args)
     whole("--dilation", args.dilation, 0, size // 2 - 1)
 
     points = list(
@@ -334,7 +341,6 @@ def run_time_to_quality(args: argparse.Namespace) -> int:
 
 def run_removal(args: argparse.Namespace) -> int:
     from dcgd.eval import repeated_objects as bench
-    from dcgd.sampling.pipeline import load_pipeline
 
     ws = check_options(args)
     tracking_uri = None
@@ -343,12 +349,7 @@ def run_removal(args: argparse.Namespace) -> int:
 
         tracking_uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(tracking_uri)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
-    size = args.size or pipe.settings.resolution
-    check_size(size, pipe.size_multiple)
+    pipe, device, size = load_model(args)
     # Half the side grows any object's mask over the whole image: nothing left to judge by.
     whole("--dilation", args.dilation, 0, size // 2 - 1)
     steps = args.steps or pipe.settings.steps
