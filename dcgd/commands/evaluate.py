@@ -101,18 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def index_images(folder: Path, problems: dict) -> dict[str, Path]:
+def index_folder(folder: Path, problems: dict) -> dict[str, Path]:
     """``{relative path without suffix: file}``; names with two files are reported, not picked."""
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in images.IMAGE_EXTENSIONS:
-            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
-    for key, paths in found.items():
-        if len(paths) > 1:
-            problems["ambiguous"].setdefault(key, []).extend(str(p) for p in paths)
-    return {k: v[0] for k, v in found.items() if len(v) == 1}
+    unique, twice = images.index_images(folder)
+    for key, paths in twice.items():
+        problems["ambiguous"].setdefault(key, []).extend(str(p) for p in paths)
+    return unique
 
 
 def load_rgb(path: Path) -> torch.Tensor:
@@ -182,10 +178,10 @@ def run(args: argparse.Namespace) -> int:
             "outside_buckets",
         )
     }
-    preds = index_images(args.pred, problems)
-    targets = index_images(args.target, problems)
-    masks = index_images(args.mask, problems)
-    sources = index_images(args.source, problems) if args.source else None
+    preds = index_folder(args.pred, problems)
+    targets = index_folder(args.target, problems)
+    masks = index_folder(args.mask, problems)
+    sources = index_folder(args.source, problems) if args.source else None
     ambiguous = set(problems["ambiguous"])  # reported once, as ambiguous, not also as missing
     for key in sorted(set(targets) - set(preds) - ambiguous):
         problems["missing_pred"][key] = str(targets[key])

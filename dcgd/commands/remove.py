@@ -35,6 +35,7 @@ from dcgd.data.images import (
     LOSSY_EXTENSIONS,
     KeptImage,
     check_mask,
+    index_images,
     load_kept,
     load_mask,
     save_kept,
@@ -243,19 +244,6 @@ def one_line(text: object) -> str:
     return text.encode("utf-8", "backslashreplace").decode()
 
 
-def index_folder(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
-    """``{relative path without suffix: file}`` of the images under ``folder``, and the names
-    with more than one file (``a.png`` and ``a.jpg``), which cannot be paired."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):  # rglob does not descend into symlinked folders
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
-    return (
-        {k: v[0] for k, v in found.items() if len(v) == 1},
-        {k: v for k, v in found.items() if len(v) > 1},
-    )
-
-
 def identity(path: Path) -> tuple[int, int] | None:
     """The file ``path`` leads to (device, inode), following links; None if there is none.
 
@@ -328,8 +316,8 @@ def plan_folder(args: argparse.Namespace) -> Plan:
                 f"--out {out} is inside the {what} folder {folder}: results could replace "
                 "inputs, and the next run would read them as images; choose a folder outside it"
             )
-    images, twice = index_folder(image)
-    masks, masks_twice = index_folder(mask)
+    images, twice = index_images(image)
+    masks, masks_twice = index_images(mask)
     if not images and not twice:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {image}")
     every_input = [*images.values(), *masks.values()]

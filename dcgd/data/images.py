@@ -29,6 +29,18 @@ ALPHA_BACKGROUND = (255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+def index_images(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The images under ``folder`` by name: ``{relative path without suffix: file}``, and the
+    names with more than one file (``a.png`` and ``a.jpg``), which cannot be paired by name
+    and are left out of the first."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):  # rglob does not descend into symlinked folders
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+    unique = {k: v[0] for k, v in found.items() if len(v) == 1}
+    return unique, {k: v for k, v in found.items() if len(v) > 1}
+
+
 def _corrupt(path: Path, err: object) -> DataError:
     return DataError(
         f"cannot decode image {path}: {err}. The file is corrupt or truncated; "

@@ -32,8 +32,8 @@ from torch.utils.data import Dataset
 
 from dcgd.data.buckets import Bucket, bucket_index
 from dcgd.data.images import (
-    IMAGE_EXTENSIONS,
     center_crop,
+    index_images,
     load_mask,
     load_rgb,
     mask_to_tensor,
@@ -43,20 +43,6 @@ from dcgd.errors import ConfigError, DataError
 
 PARTS = ("source", "mask", "target")
 MAX_SKIPS = 16  # consecutive undecodable pairs before giving up
-
-
-def index_folder(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """``{relative path without suffix: file}`` and the names with two files (left out)."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
-    ambiguous = [
-        f"{k}: two files in {folder.name}/ ({', '.join(p.name for p in v)})"
-        for k, v in found.items()
-        if len(v) > 1
-    ]
-    return {k: v[0] for k, v in found.items() if len(v) == 1}, ambiguous
 
 
 def pairs_folder(root: str | Path, split: str) -> Path:
@@ -114,7 +100,11 @@ class PairedDataset(Dataset):
         self.bad: list[str] = []
         found = {}
         for part in PARTS:
-            found[part], ambiguous = index_folder(self.folder / part)
+            found[part], twice = index_images(self.folder / part)
+            ambiguous = [
+                f"{k}: two files in {part}/ ({', '.join(p.name for p in v)})"
+                for k, v in twice.items()
+            ]
             self.bad += ambiguous
         sources, masks, targets = (found[p] for p in PARTS)
         for key in sorted((set(masks) | set(targets)) - set(sources)):
