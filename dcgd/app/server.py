@@ -123,6 +123,24 @@ def _header(text: str) -> str:
     return quote(text, safe=" ,.;:!?'()/-_")
 
 
+# What /api/remove and /api/describe both take and both answer when refusing (one place, so
+# the two routes and their /docs entries cannot drift apart).
+ImageUpload = Annotated[UploadFile, File(description="the photo (PNG, JPEG, WebP, BMP, TIFF)")]
+MaskUpload = Annotated[
+    UploadFile, File(description="the mask, same size: white (brighter than half) = remove")
+]
+PromptModeField = Annotated[str | None, Form(description="none, positive, negative or dual")]
+DilateField = Annotated[str | None, Form(description="grow the mask by N pixels first")]
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "a bad upload or option, said in one sentence"},
+    403: {"description": "sent by a page of another site"},
+    411: {"description": "no Content-Length (a chunked upload)"},
+    413: {"description": "the upload or an image is over the server's limit"},
+    422: {"description": "a file is missing, or sent as text"},
+    503: {"description": "too many requests wait already; try again later"},
+}
+
+
 def create_app(
     pipeline: DCGDPipeline,
     *,
@@ -213,23 +231,14 @@ def create_app(
         "/api/describe",
         summary="What the describer says the scene and the masked object are",
         responses={
-            400: {"description": "a bad upload or option, said in one sentence"},
-            403: {"description": "sent by a page of another site"},
-            411: {"description": "no Content-Length (a chunked upload)"},
-            413: {"description": "the upload or an image is over the server's limit"},
-            422: {"description": "a file is missing, or sent as text"},
-            503: {"description": "too many requests wait already; try again later"},
+            **UPLOAD_ERRORS,
         },
     )
     def describe(  # a plain def, as remove: waiting for the model blocks no one
-        image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WebP, BMP, TIFF)")],
-        mask: Annotated[
-            UploadFile, File(description="the mask, same size: white (brighter than half) = remove")
-        ],
-        prompt_mode: Annotated[
-            str | None, Form(description="none, positive, negative or dual")
-        ] = None,
-        dilate: Annotated[str | None, Form(description="grow the mask by N pixels first")] = None,
+        image: ImageUpload,
+        mask: MaskUpload,
+        prompt_mode: PromptModeField = None,
+        dilate: DilateField = None,
     ) -> dict[str, Any]:
         """The `t_info` and `t_mask` a `POST /api/remove` with the same image, mask,
         `prompt_mode` and `dilate` uses when they are left empty: the configured describer's
@@ -277,27 +286,18 @@ def create_app(
         response_class=Response,
         responses={
             200: {"content": {"image/png": {}}, "description": "the result, a PNG"},
-            400: {"description": "a bad upload or option, said in one sentence"},
-            403: {"description": "sent by a page of another site"},
-            411: {"description": "no Content-Length (a chunked upload)"},
-            413: {"description": "the upload or an image is over the server's limit"},
-            422: {"description": "a file is missing, or sent as text"},
-            503: {"description": "too many requests wait already; try again later"},
+            **UPLOAD_ERRORS,
         },
     )
     def remove(  # a plain def: FastAPI runs it in a worker thread, so waiting blocks no one
-        image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WebP, BMP, TIFF)")],
-        mask: Annotated[
-            UploadFile, File(description="the mask, same size: white (brighter than half) = remove")
-        ],
-        prompt_mode: Annotated[
-            str | None, Form(description="none, positive, negative or dual")
-        ] = None,
+        image: ImageUpload,
+        mask: MaskUpload,
+        prompt_mode: PromptModeField = None,
         w: Annotated[str | None, Form(description="guidance weight of eq. 6")] = None,
         steps: Annotated[str | None, Form(description="sampling steps")] = None,
         seed: Annotated[str | None, Form(description="seed (with the file name)")] = None,
         sampler: Annotated[str | None, Form(description="ddim, ddpm, dpmsolver++ or euler")] = None,
-        dilate: Annotated[str | None, Form(description="grow the mask by N pixels first")] = None,
+        dilate: DilateField = None,
         t_info: Annotated[str | None, Form(description="T_info: what the scene is")] = None,
         t_mask: Annotated[str | None, Form(description="T_mask: the object to remove")] = None,
         job: Annotated[
