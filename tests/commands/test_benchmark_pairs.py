@@ -15,6 +15,7 @@ from PIL import Image
 from dcgd.cli import main
 from dcgd.commands.benchmark import BASELINES, PAIRS_OUTPUTS
 from dcgd.models.guidance import PROMPT_MODES
+from tests.commands.test_benchmark import _error_line
 from tests.data.conftest import write_image
 from tests.training.tiny import fit_tiny_checkpoint
 
@@ -55,13 +56,6 @@ def _benchmark(checkpoint, out, *extra):
         ["benchmark", "removal", "--checkpoint", str(checkpoint), "--out", str(out),
          "--w", "1.5", "--steps", "2", "--batch-size", "2", "--no-mlflow", *extra]
     )  # fmt: skip
-
-
-def _error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    err = [line for line in err if "benchmark removal" not in line]  # the tqdm bar, if any
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_pairs_are_read_and_scored_without_a_judge(checkpoint, workdir, capsys):
