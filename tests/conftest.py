@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.clip import trained_clip  # noqa: F401  (a session fixture, shared by describe/ and training/)
 from tests.factories import save_tiny_stable_diffusion
 
 

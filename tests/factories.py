@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from dcgd.models.latent_space import tiny_vae_config
-from dcgd.models.layouts import layout_channels
-from dcgd.models.schedulers import DEFAULT_TRAIN_SCHEDULE
-from dcgd.models.unet import tiny_unet_config
-from dcgd.text.conditioner import TextConditioner
+from dcgd.components.latent_space import tiny_vae_config
+from dcgd.components.schedulers import DEFAULT_TRAIN_SCHEDULE
+from dcgd.components.text_encoder import TextConditioner
+from dcgd.components.unet import tiny_unet_config
+from dcgd.method.input import layout_channels
 
 TEXT_WIDTH = 32
 LATENT_CHANNELS = 4

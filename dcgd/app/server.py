@@ -40,12 +40,12 @@ from dcgd.app.uploads import (
     parse_options,
     peek,
 )
+from dcgd.components.schedulers import SAMPLERS
+from dcgd.describe.base import Describer
 from dcgd.errors import DCGDError
-from dcgd.models.guidance import PROMPT_MODES
-from dcgd.models.schedulers import SAMPLERS
+from dcgd.method.guidance import PROMPT_MODES
 from dcgd.sampling.pipeline import DCGDPipeline
 from dcgd.sampling.remover import NEEDS, Remover
-from dcgd.text.describer_base import Describer
 
 # The page may load nothing from anywhere else, and send nothing anywhere else: the browser
 # enforces it (no CDN, no telemetry, works offline).

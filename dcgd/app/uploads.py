@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dcgd.components.schedulers import SAMPLERS
 from dcgd.data.images import flatten_alpha, load_mask, load_rgba
 from dcgd.errors import DataError
-from dcgd.models.guidance import PROMPT_MODES
-from dcgd.models.schedulers import SAMPLERS
+from dcgd.method.guidance import PROMPT_MODES
 
 # The formats `remove` reads (its IMAGE_EXTENSIONS); MPO is how phones' JPEGs often open.
 FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF"}

@@ -67,7 +67,7 @@ def loader_throughput(dm: InpaintingDataModule, batches: int) -> float:
 
 def quickstart_step_time(steps: int) -> tuple[float, int]:
     """Median seconds of one quick-start training step, and the batch size."""
-    from dcgd.text.describer_base import LabelDescriber, attach_descriptions
+    from dcgd.describe.base import LabelDescriber, attach_descriptions
     from dcgd.training.module import DCGDModule
 
     config = yaml.safe_load(QUICKSTART.read_text())

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dcgd.components.latent_space import tiny_vae_config
 from dcgd.errors import ConfigError
-from dcgd.models.latent_space import tiny_vae_config
 
 # SD-1.5's shapes (random weights: speed does not depend on their values).
 SD15_UNET = {
@@ -199,7 +199,7 @@ def diffusers_pipeline(module):
     """diffusers' inpainting pipeline over the module's own components."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    from dcgd.models.schedulers import sampling_scheduler
+    from dcgd.components.schedulers import sampling_scheduler
 
     return StableDiffusionInpaintPipeline(
         vae=module.space.vae,

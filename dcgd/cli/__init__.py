@@ -1,15 +1,14 @@
 """``python -m dcgd``: Lightning subcommands plus the project's own tools.
 
 ``fit``/``validate``/``test``/``predict`` go to LightningCLI (jsonargparse: composable
-``--config`` files, ``--print_config``). The other commands are small argparse programs in
-``dcgd.commands.<name>``; a command whose module is not built yet is not listed.
+``--config`` files, ``--print_config``). The other commands are small argparse programs, one
+module each in this package (``dcgd.cli.<name>``: ``HELP``, ``add_arguments``, ``run``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from dcgd.errors import DCGDError
@@ -37,13 +36,8 @@ TOOL_COMMANDS = [
 
 
 def available_tools() -> dict[str, str]:
-    """The tool commands whose module exists, mapped to their module path."""
-    found = {}
-    for name in TOOL_COMMANDS:
-        module = f"dcgd.commands.{name}"
-        if importlib.util.find_spec(module) is not None:
-            found[name] = module
-    return found
+    """The tool commands mapped to their module path."""
+    return {name: f"dcgd.cli.{name}" for name in TOOL_COMMANDS}
 
 
 def _usage() -> str:

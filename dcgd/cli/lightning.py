@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from dcgd.checkpoints import load_checkpoint
 from dcgd.data.datamodule import SkippedFilesReport
 from dcgd.errors import ConfigError, user_error_behind
-from dcgd.eval.lightning import TableOneCallback
+from dcgd.eval.table_callback import TableOneCallback
 from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
 from dcgd.training.preemption import PreemptionCheckpoint

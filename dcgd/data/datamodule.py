@@ -44,8 +44,8 @@ from dcgd.data.dataset import InpaintingDataset, PairSettings
 from dcgd.data.masks import MaskFolder, MaskSettings
 from dcgd.data.paired import PairedDataset
 from dcgd.data.sources import build_source
+from dcgd.describe.base import Describer, attach_descriptions
 from dcgd.errors import ConfigError, DataError
-from dcgd.text.describer_base import Describer, attach_descriptions
 from dcgd.validation import finite, whole
 
 DATASETS = ("procedural", "photos", "places365", "paris", "folder", "pairs")
@@ -280,7 +280,7 @@ class InpaintingDataModule(L.LightningDataModule):
         }
         self.describer = describer
         if describer is not None and description_cache is not None:
-            from dcgd.text.cache import CachedDescriber
+            from dcgd.describe.cache import CachedDescriber
 
             self.describer = CachedDescriber(describer, description_cache, write="rank0")
         self.datasets: dict[str, InpaintingDataset] = {}

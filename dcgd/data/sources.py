@@ -22,8 +22,8 @@ import numpy as np
 from dcgd.data.images import IMAGE_EXTENSIONS, load_rgb
 from dcgd.data.photos import PHOTOS, load_photo
 from dcgd.data.procedural import Scene, render_scene
+from dcgd.describe.vocabulary import read_vocabulary, resolve_text_file
 from dcgd.errors import DataError
-from dcgd.text.vocabulary import read_vocabulary, resolve_text_file
 
 
 @dataclass

@@ -76,7 +76,7 @@ class ModelMethod:
     """
 
     def __init__(self, model: Any, prompt_mode: str) -> None:
-        from dcgd.models.guidance import PROMPT_MODES
+        from dcgd.method.guidance import PROMPT_MODES
 
         if prompt_mode not in PROMPT_MODES:
             raise ConfigError(

@@ -46,10 +46,10 @@ def square_box(mask: torch.Tensor, margin: float) -> tuple[int, int, int, int] |
 
 
 class ClipAtN:
-    """CLIP@N of inst-inpaint with an open_clip model (``dcgd.text.clip_model.LoadedClip``).
+    """CLIP@N of inst-inpaint with an open_clip model (``dcgd.describe.clip_model.LoadedClip``).
 
     Source and result are cut exactly as the describer cuts the masked region
-    (``dcgd.text.regions.region_images``: a square box around the mask grown by ``margin``,
+    (``dcgd.describe.regions.region_images``: a square box around the mask grown by ``margin``,
     pixels outside the mask set to ``fill``) and ranked against ``vocabulary`` (each name
     the mean embedding of its ``templates``, CLIP's zero-shot recipe). Per image: 1.0 when
     the source's top-1 class is NOT among the result's top-N (the object is gone), 0.0 when
@@ -69,7 +69,7 @@ class ClipAtN:
         margin: float = 0.15,
         fill: float = 0.0,
     ) -> None:
-        from dcgd.text.describer import encode_names
+        from dcgd.describe.clip_describer import encode_names
 
         vocabulary = list(dict.fromkeys(vocabulary))  # a repeated name would count twice
         if len(vocabulary) < 2:
@@ -125,8 +125,8 @@ class ClipAtN:
     @torch.no_grad()
     def similarities(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each image's masked region to each class, ``[B, V]``."""
-        from dcgd.text.describer import encode_images
-        from dcgd.text.regions import region_images
+        from dcgd.describe.clip_describer import encode_images
+        from dcgd.describe.regions import region_images
 
         crops = region_images(
             images.float(), mask.float(), self.clip.image_size, self.margin, self.fill
@@ -137,7 +137,7 @@ class ClipAtN:
     def __call__(
         self, source: torch.Tensor, result: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        from dcgd.text.regions import region_has_content
+        from dcgd.describe.regions import region_has_content
 
         sims = self.similarities(torch.cat([source, result]), torch.cat([mask, mask]))
         src, res = sims.float().cpu().split(source.shape[0])

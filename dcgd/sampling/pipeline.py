@@ -27,14 +27,14 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from dcgd.checkpoints import load_checkpoint
+from dcgd.components.latent_space import LatentSpace, PixelSpace, VAESpace
+from dcgd.components.schedulers import sampling_scheduler
+from dcgd.components.text_encoder import TextConditioner
+from dcgd.components.unet import load_unet
 from dcgd.errors import ConfigError, ModelLoadError
-from dcgd.models.guidance import PROMPT_MODES
-from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
-from dcgd.models.layouts import LAYOUTS
-from dcgd.models.schedulers import sampling_scheduler
-from dcgd.models.unet import load_unet
+from dcgd.method.guidance import PROMPT_MODES
+from dcgd.method.input import LAYOUTS
 from dcgd.sampling.sampler import KNOWN_REGION, DCGDSampler
-from dcgd.text.conditioner import TextConditioner
 
 SETTINGS_FILE = "dcgd_pipeline.json"
 FORMAT_VERSION = 1

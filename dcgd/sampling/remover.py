@@ -19,10 +19,10 @@ import torch
 
 from dcgd.data.images import check_mask, mask_to_tensor, to_tensor
 from dcgd.data.masks import postprocess
+from dcgd.describe.base import Describer
 from dcgd.errors import ConfigError
 from dcgd.sampling.pipeline import DCGDPipeline
 from dcgd.sampling.windows import Window, context_window, crop, paste, resize_image, resize_mask
-from dcgd.text.describer_base import Describer
 
 # Which descriptions each prompt mode reads (DESIGN.md §1).
 NEEDS = {"none": (), "positive": ("t_info",), "negative": ("t_mask",), "dual": ("t_info", "t_mask")}

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from dcgd.models.guidance import guided_noise, select_prompts
-from dcgd.models.latent_space import LatentSpace
-from dcgd.models.layouts import LAYOUTS, assemble, condition_images
-from dcgd.text.conditioner import TextConditioner
+from dcgd.components.latent_space import LatentSpace
+from dcgd.components.text_encoder import TextConditioner
+from dcgd.method.guidance import guided_noise, select_prompts
+from dcgd.method.input import LAYOUTS, assemble, condition_images
 
 
 def sample_seed(seed: int, sample_id: str) -> int:

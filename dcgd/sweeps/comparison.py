@@ -227,7 +227,7 @@ class Comparison:
 
 def _value_order(values: pd.Series) -> pd.Series:
     """Prompt modes in the paper's order (none, positive, negative, dual); others as they sort."""
-    from dcgd.models.guidance import PROMPT_MODES
+    from dcgd.method.guidance import PROMPT_MODES
 
     if values.isin(PROMPT_MODES).all():
         return values.map(PROMPT_MODES.index)

@@ -36,8 +36,8 @@ from dcgd.sweeps.storage import (
     unreachable,
     with_driver,
 )
-from dcgd.sweeps.tracking import StudyTracker, metric_items
 from dcgd.tracking.store import absolute_sqlite, check_reachable
+from dcgd.tracking.sweeps import StudyTracker, metric_items
 
 USER_ERROR_ATTR = "dcgd_user_error"
 WAIT_POLL_S = 10  # how often a worker with nothing to run looks at its peers' trials

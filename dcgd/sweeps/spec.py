@@ -190,8 +190,8 @@ def _storage(raw: dict[str, Any]) -> StorageSettings:
 
 
 def _check_inference_space(space: tuple[Param, ...]) -> None:
-    from dcgd.models.guidance import PROMPT_MODES
-    from dcgd.models.schedulers import SAMPLERS as SCHEDULERS
+    from dcgd.components.schedulers import SAMPLERS as SCHEDULERS
+    from dcgd.method.guidance import PROMPT_MODES
 
     allowed = {"prompt_mode": PROMPT_MODES, "sampler": tuple(SCHEDULERS), "use_ema": (True, False)}
     for param in space:

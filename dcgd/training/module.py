@@ -5,9 +5,9 @@ directory / hub id, or from small configs), ``training_step`` is eq. 7, ``valida
 scores a denoising loss on fixed noise and samples the fixed validation set with eq. 6.
 
 DDP: every random draw of the loss is a function of the sample (its id) and the step, not of
-the rank or the position in the local batch (``dcgd.training.randomness``), so N ranks with
+the rank or the position in the local batch (``dcgd.method.randomness``), so N ranks with
 batch B follow the trajectory of one process with batch N·B; validation means are over
-samples gathered from all ranks (``dcgd.training.metrics``).
+samples gathered from all ranks (``dcgd.training.sample_mean``).
 
 Speed switches (each changes how fast, never what is computed, up to float rounding):
 ``attention``, ``channels_last``, ``gradient_checkpointing``, ``compile_unet``,
@@ -23,28 +23,28 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from dcgd.components.attention import ATTENTION, set_attention
+from dcgd.components.latent_space import LatentSpace, PixelSpace, VAESpace
+from dcgd.components.schedulers import sampling_scheduler, train_scheduler
+from dcgd.components.text_encoder import TextConditioner
+from dcgd.components.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
 from dcgd.errors import ConfigError, DCGDError, ModelLoadError
-from dcgd.models.attention import ATTENTION, set_attention
-from dcgd.models.guidance import PROMPT_MODES, guided_noise, select_prompts
-from dcgd.models.latent_space import LatentSpace, PixelSpace, VAESpace
-from dcgd.models.layouts import LAYOUTS, assemble, condition_images, layout_channels
-from dcgd.models.prediction import check_prediction_type, min_snr_weight, prediction_target
-from dcgd.models.schedulers import sampling_scheduler, train_scheduler
-from dcgd.models.unet import adapt_conv_in, build_unet, load_unet, tiny_unet_config
-from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings
-from dcgd.sampling.sampler import DCGDSampler
-from dcgd.text.conditioner import TextConditioner
-from dcgd.training.ema import EMA
-from dcgd.training.encoding_cache import EncodingCache, content_keys, text_keys
-from dcgd.training.metrics import SampleMean, id_keys
-from dcgd.training.optim import adam
-from dcgd.training.randomness import (
+from dcgd.method.guidance import PROMPT_MODES, guided_noise, select_prompts
+from dcgd.method.input import LAYOUTS, assemble, condition_images, layout_channels
+from dcgd.method.loss import check_prediction_type, min_snr_weight, prediction_target
+from dcgd.method.randomness import (
     Generators,
     draw_integers,
     draw_normal,
     draw_uniform,
     sample_generators,
 )
+from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings
+from dcgd.sampling.sampler import DCGDSampler
+from dcgd.training.ema import EMA
+from dcgd.training.encoding_cache import EncodingCache, content_keys, text_keys
+from dcgd.training.optim import adam
+from dcgd.training.sample_mean import SampleMean, id_keys
 from dcgd.validation import finite, whole
 
 

@@ -12,7 +12,7 @@ import requests
 
 from dcgd.app.server import create_app
 from dcgd.cli import main
-from dcgd.text.describer_base import Describer, Description
+from dcgd.describe.base import Describer, Description
 from tests.app.conftest import LIMITS, box_mask, photo, png, read_png, serve
 
 STEPS = {"steps": "2"}

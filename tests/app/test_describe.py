@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from dcgd.app.server import create_app
+from dcgd.describe.base import Describer, Description
 from dcgd.sampling.remover import Remover
-from dcgd.text.describer_base import Describer, Description
 from tests.app.conftest import LIMITS, box_mask, photo, png, serve
 
 

@@ -184,7 +184,7 @@ def test_config_errors_are_one_line(coco, tmp_path):
 
 
 def coco_datamodule(coco, **kwargs) -> InpaintingDataModule:
-    from dcgd.text.describer_base import LabelDescriber
+    from dcgd.describe.base import LabelDescriber
 
     annotations, images = coco
     settings = dict(

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import default_collate
 
 from dcgd.data.datamodule import InpaintingDataModule
-from dcgd.models.layouts import condition_images
-from dcgd.text.describer_base import LabelDescriber, attach_descriptions
+from dcgd.describe.base import LabelDescriber, attach_descriptions
+from dcgd.method.input import condition_images
 from tests.data.conftest import random_image, write_image
 
 

@@ -16,8 +16,8 @@ import torch
 from dcgd.data.buckets import mask_bucket
 from dcgd.data.datamodule import InpaintingDataModule
 from dcgd.errors import ConfigError, DataError
-from dcgd.eval.lightning import TableOneCallback
 from dcgd.eval.metrics import composite, mae, psnr
+from dcgd.eval.table_callback import TableOneCallback
 from tests.data.conftest import write_image
 
 H, W = 64, 80  # sized so that a 32 px working size is an exact 2x2 area downscale

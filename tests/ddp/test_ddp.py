@@ -26,9 +26,9 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from dcgd.components.latent_space import tiny_vae_config
 from dcgd.data.datamodule import InpaintingDataModule
-from dcgd.models.latent_space import tiny_vae_config
-from dcgd.text.describer_base import LabelDescriber
+from dcgd.describe.base import LabelDescriber
 from tests.training.tiny import tiny_module
 
 pytestmark = pytest.mark.slow  # two processes start and import the stack (~10-20 s)

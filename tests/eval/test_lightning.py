@@ -20,8 +20,8 @@ from dcgd.cli import main
 from dcgd.data.datamodule import InpaintingDataModule
 from dcgd.errors import DCGDError
 from dcgd.eval.baselines import telea
-from dcgd.eval.lightning import TableOneCallback
 from dcgd.eval.metrics import composite
+from dcgd.eval.table_callback import TableOneCallback
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")
 
@@ -97,7 +97,7 @@ def test_table_without_mlflow_lands_in_the_run_directory(tmp_path):
 
 
 def test_clip_at_n_column_with_a_saved_clip(tmp_path):
-    from dcgd.text.clip_model import load_clip, save_clip, tiny_clip_config
+    from dcgd.describe.clip_model import load_clip, save_clip, tiny_clip_config
 
     config = tiny_clip_config()
     save_clip(load_clip(model_cfg=config).model, config, tmp_path / "clip")  # random: wiring
@@ -166,7 +166,7 @@ def test_fit_then_test_logs_table_one_to_mlflow(workdir):
     ]  # fmt: skip
     assert main(["fit", *common, "--trainer.max_steps", "2"]) == 0
     ckpt = workdir / "runs" / "quickstart" / "checkpoints" / "last.ckpt"
-    callback = "--trainer.callbacks+=dcgd.eval.lightning.TableOneCallback"
+    callback = "--trainer.callbacks+=dcgd.eval.table_callback.TableOneCallback"
     assert main(["test", *common, "--ckpt_path", str(ckpt), callback]) == 0
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")

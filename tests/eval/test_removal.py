@@ -115,8 +115,8 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
 
 @pytest.fixture(scope="module")
 def describer():
-    from dcgd.text.clip_model import tiny_clip_config
-    from dcgd.text.describer import ClipRegionDescriber
+    from dcgd.describe.clip_describer import ClipRegionDescriber
+    from dcgd.describe.clip_model import tiny_clip_config
 
     return ClipRegionDescriber(
         clip_model_cfg=tiny_clip_config(),

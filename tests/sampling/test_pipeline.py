@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from dcgd.components.latent_space import tiny_vae_config
 from dcgd.errors import ConfigError, ModelLoadError
-from dcgd.models.latent_space import tiny_vae_config
 from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline, load_pipeline, read_checkpoint
 from tests.numerics import SAMPLED_ATOL
 from tests.training.tiny import make_batch, tiny_module

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dcgd.models.schedulers import SAMPLERS
+from dcgd.components.schedulers import SAMPLERS
 from tests.numerics import SAMPLED_ATOL
 from tests.training.tiny import make_batch, tiny_module
 
@@ -82,7 +82,7 @@ def test_known_region_is_the_source_noised_to_each_step(module, sampler):
     # "replace": before every step the latent outside the mask is the source forward-noised
     # to that step's level (with the sample's starting noise), so the U-Net sees there what
     # training showed it; inside the mask it is the sampler's own latent.
-    from dcgd.models.schedulers import sampling_scheduler
+    from dcgd.components.schedulers import sampling_scheduler
     from dcgd.sampling.sampler import initial_noise
 
     batch = make_batch()

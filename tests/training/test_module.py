@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dcgd.components.latent_space import VAESpace
 from dcgd.errors import ConfigError
-from dcgd.models.latent_space import VAESpace
 from dcgd.training.ema import EMA
 from tests.training.tiny import make_batch, tiny_module
 
@@ -95,7 +95,7 @@ def test_module_from_pretrained_stable_diffusion_starts_where_it_did(sd, request
         text_encoder=None,
         layout="paper_mask",
     ).eval()
-    from dcgd.models.unet import load_unet
+    from dcgd.components.unet import load_unet
 
     pretrained = load_unet(directory).eval()
     assert isinstance(module.space, VAESpace)

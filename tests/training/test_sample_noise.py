@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from dcgd.models.latent_space import tiny_vae_config
-from dcgd.training.metrics import SampleMean, id_keys
-from dcgd.training.randomness import sample_generators
+from dcgd.components.latent_space import tiny_vae_config
+from dcgd.method.randomness import sample_generators
+from dcgd.training.sample_mean import SampleMean, id_keys
 from tests.training.tiny import make_batch, tiny_module
 
 

@@ -11,8 +11,8 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from torch.utils.data import DataLoader
 
+from dcgd.components.latent_space import tiny_vae_config
 from dcgd.errors import ConfigError
-from dcgd.models.latent_space import tiny_vae_config
 from dcgd.training.optim import adam
 from tests.training.tiny import make_batch, tiny_module
 

@@ -48,7 +48,7 @@ def fit_tiny_checkpoint(root, steps: int = 2, **overrides) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from dcgd.data.datamodule import InpaintingDataModule
-    from dcgd.text.describer_base import LabelDescriber
+    from dcgd.describe.base import LabelDescriber
 
     root = Path(root)
     module = tiny_module(**{"ema_decay": 0.9, **overrides})

@@ -1,1 +1,0 @@
-"""Text side of DCGD: tokenizers, the conditioning text encoder, region describers, caches."""
