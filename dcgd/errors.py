@@ -38,3 +38,8 @@ def user_error_behind(err: BaseException | None) -> DCGDError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def one_line(err: object) -> str:
+    """An error message on one line (library messages often span several)."""
+    return " ".join(str(err).split())

@@ -43,9 +43,9 @@ from dcgd.app.uploads import (
 from dcgd.components.schedulers import SAMPLERS
 from dcgd.describe.base import Describer
 from dcgd.errors import DCGDError
-from dcgd.method.guidance import PROMPT_MODES
+from dcgd.method.guidance import PROMPT_MODES, needed_descriptions
 from dcgd.sampling.pipeline import DCGDPipeline
-from dcgd.sampling.remover import NEEDS, Remover
+from dcgd.sampling.remover import Remover
 
 # The page may load nothing from anywhere else, and send nothing anywhere else: the browser
 # enforces it (no CDN, no telemetry, works offline).
@@ -215,7 +215,7 @@ def create_app(
                 "seed": list(SEED_RANGE),
                 "dilate": list(DILATE_RANGE),
             },
-            "needs": {mode: list(names) for mode, names in NEEDS.items()},
+            "needs": {mode: list(needed_descriptions(mode)) for mode in PROMPT_MODES},
             "describer": type(describer).__name__ if describer is not None else None,
             "limits": asdict(limits),
         }

@@ -494,8 +494,8 @@ def fill(
 
 
 def run(args: argparse.Namespace) -> int:
+    from dcgd.method.guidance import needed_descriptions
     from dcgd.sampling.pipeline import load_pipeline
-    from dcgd.sampling.remover import NEEDS
 
     if not args.checkpoint.exists():
         raise ModelLoadError(
@@ -521,7 +521,8 @@ def run(args: argparse.Namespace) -> int:
             args, load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
         )
         described = all(
-            set(prompts.get(job.key, {})) >= set(NEEDS[remover.prompt_mode]) for job in todo.jobs
+            set(prompts.get(job.key, {})) >= set(needed_descriptions(remover.prompt_mode))
+            for job in todo.jobs
         )
         missing = [] if described else remover.missing_descriptions()
         if missing:

@@ -11,24 +11,42 @@ from typing import Literal
 
 import torch
 
+from dcgd.errors import ConfigError
+
 PromptMode = Literal["none", "positive", "negative", "dual"]
-PROMPT_MODES: tuple[str, ...] = ("none", "positive", "negative", "dual")
+
+# The prompt ablations (DESIGN.md §1) as data: which description feeds each branch of eq. 6
+# (None: the empty prompt ""). Everything else about a mode is derived from this table.
+PROMPT_TABLE: dict[str, tuple[str | None, str | None]] = {
+    "none": (None, None),
+    "positive": ("t_info", None),
+    "negative": (None, "t_mask"),
+    "dual": ("t_info", "t_mask"),
+}
+PROMPT_MODES: tuple[str, ...] = tuple(PROMPT_TABLE)
+
+
+def check_prompt_mode(prompt_mode: str) -> str:
+    if prompt_mode not in PROMPT_TABLE:
+        raise ConfigError(
+            f"prompt_mode must be one of {', '.join(PROMPT_MODES)}, got {prompt_mode!r}"
+        )
+    return prompt_mode
+
+
+def needed_descriptions(prompt_mode: str) -> tuple[str, ...]:
+    """The descriptions a prompt mode reads (``t_info`` / ``t_mask``), in that order."""
+    return tuple(name for name in PROMPT_TABLE[check_prompt_mode(prompt_mode)] if name)
 
 
 def select_prompts(
     prompt_mode: str, t_info: list[str], t_mask: list[str]
 ) -> tuple[list[str], list[str]]:
-    """(T_pos, T_neg) for a prompt mode: the table in DESIGN.md §1."""
+    """(T_pos, T_neg) for a prompt mode: :data:`PROMPT_TABLE` applied to a batch."""
+    given = {"t_info": list(t_info), "t_mask": list(t_mask)}
+    pos, neg = PROMPT_TABLE[check_prompt_mode(prompt_mode)]
     empty = [""] * len(t_info)
-    if prompt_mode == "none":
-        return empty, empty
-    if prompt_mode == "positive":
-        return list(t_info), empty
-    if prompt_mode == "negative":
-        return empty, list(t_mask)
-    if prompt_mode == "dual":
-        return list(t_info), list(t_mask)
-    raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+    return (given[pos] if pos else empty), (given[neg] if neg else empty)
 
 
 def combine(eps_pos: torch.Tensor, eps_neg: torch.Tensor, w: float) -> torch.Tensor:

@@ -21,11 +21,10 @@ from dcgd.data.images import check_mask, mask_to_tensor, to_tensor
 from dcgd.data.masks import postprocess
 from dcgd.describe.base import Describer
 from dcgd.errors import ConfigError
+from dcgd.method.guidance import needed_descriptions
 from dcgd.sampling.pipeline import DCGDPipeline
 from dcgd.sampling.windows import Window, context_window, crop, paste, resize_image, resize_mask
 
-# Which descriptions each prompt mode reads (DESIGN.md §1).
-NEEDS = {"none": (), "positive": ("t_info",), "negative": ("t_mask",), "dual": ("t_info", "t_mask")}
 # The pipeline settings a caller may override per run.
 SAMPLING_KEYS = ("prompt_mode", "w", "steps", "seed", "sampler", "known_region")
 
@@ -133,7 +132,7 @@ class Remover:
         if self.describer is not None:
             return []
         given = {"t_info": self.t_info, "t_mask": self.t_mask}
-        return [name for name in NEEDS[self.prompt_mode] if given[name] is None]
+        return [name for name in needed_descriptions(self.prompt_mode) if given[name] is None]
 
     def describe(
         self,
@@ -198,7 +197,7 @@ class Remover:
     ) -> tuple[str, str]:
         """The given descriptions; the describer's (of the window the model sees) for the
         rest the prompt mode needs; "" otherwise."""
-        needed = NEEDS[self.prompt_mode]
+        needed = needed_descriptions(self.prompt_mode)
         wanted = [
             n for n, v in (("t_info", t_info), ("t_mask", t_mask)) if n in needed and v is None
         ]

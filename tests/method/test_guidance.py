@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dcgd.errors import ConfigError
 from dcgd.method.guidance import PROMPT_MODES, combine, dual_forward, guided_noise, select_prompts
 from tests.factories import tiny_text, tiny_unet
 from tests.numerics import assert_close_to_scale
@@ -28,7 +29,7 @@ def test_prompt_selection_follows_the_table(mode):
 
 
 def test_unknown_prompt_mode_is_refused():
-    with pytest.raises(ValueError, match="prompt_mode"):
+    with pytest.raises(ConfigError, match="prompt_mode"):
         select_prompts("both", T_INFO, T_MASK)
 
 
