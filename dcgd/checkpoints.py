@@ -83,3 +83,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "'python -m dcgd fit'"
         )
     return checkpoint
+
+
+def read_model_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint of a DCGD model (``DCGDModule``), read safely, or a one-line error.
+
+    The one reader behind ``remove``, ``export``, the app, sweeps and benchmarks (through
+    ``dcgd.sampling.pipeline.load_pipeline``); ``fit --ckpt_path`` checks its file with
+    :func:`load_checkpoint` before Lightning resumes from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"checkpoint {path} does not exist; give a .ckpt written by 'python -m dcgd fit' "
+            "(e.g. runs/<name>/checkpoints/last.ckpt) or a directory written by 'dcgd export'"
+        )
+    checkpoint = load_checkpoint(path)
+    if not any(key.startswith("unet.") for key in checkpoint["state_dict"]):
+        raise ModelLoadError(
+            f"{path} is not a checkpoint of the DCGD U-Net (DCGDModule): it holds no 'unet.' "
+            "weights. A text-encoder checkpoint is loaded through the U-Net config's "
+            "text_encoder option instead."
+        )
+    return checkpoint

@@ -15,7 +15,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from dcgd.benchmarks.speed import Settings, build_module, example_batch, resolve_device
+from dcgd.benchmarks.speed import Settings, build_module, example_batch
+from dcgd.devices import resolve_device
 
 
 def seconds_per_call(fn, calls: int = 5, warmup: int = 2) -> float:
@@ -32,7 +33,7 @@ def main() -> None:
     device = resolve_device("cpu")
     module = build_module(settings).to(device).eval()
     batch = example_batch(settings, device)
-    sampler = module.sampler(use_ema=False)
+    sampler = module.pipeline(use_ema=False)
 
     def sample() -> torch.Tensor:
         return sampler(

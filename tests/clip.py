@@ -18,7 +18,7 @@ from dcgd.cli import main
 from dcgd.data.datamodule import InpaintingDataModule
 from dcgd.describe.base import LabelDescriber
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CLIP_CONFIG = REPO / "experiments" / "clip_procedural.yaml"
 CLIP_STEPS = 150  # ~25 s of one CPU core; the describer is then ~95% right on 8 classes
 

@@ -1,6 +1,6 @@
 """Speed of dcgd against references doing the same work, in the same process.
 
-- sampling: :class:`DCGDSampler` vs diffusers' ``StableDiffusionInpaintPipeline`` with the
+- sampling: ``DCGDPipeline`` vs diffusers' ``StableDiffusionInpaintPipeline`` with the
   same U-Net (``inpaint`` layout: 9 channels, the pipeline's own input), VAE, text encoder,
   tokenizer, scheduler, steps and guidance (``prompt`` = T_info, ``negative_prompt`` = T_mask:
   eq. 6 is diffusers' CFG with the negative prompt as the unconditional branch);
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dcgd.components.latent_space import tiny_vae_config
+from dcgd.devices import resolve_device
 from dcgd.errors import ConfigError
 
 # SD-1.5's shapes (random weights: speed does not depend on their values).
@@ -104,12 +105,6 @@ def peak_tflops(settings: Settings, device: torch.device) -> float | None:
         if key in name:
             return peaks.get(settings.precision)
     return None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_module(settings: Settings):
@@ -217,7 +212,7 @@ def bench_sampling(settings: Settings) -> dict[str, Any]:
     device = resolve_device(settings.device)
     module = build_module(settings).to(device).eval()
     batch = example_batch(settings, device)
-    sampler = module.sampler(use_ema=False)
+    sampler = module.pipeline(use_ema=False)
     pipe = diffusers_pipeline(module)
     pipe.set_progress_bar_config(disable=True)
     image01 = (batch["source"] + 1) / 2

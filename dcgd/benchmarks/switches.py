@@ -27,8 +27,8 @@ from dcgd.benchmarks.speed import (
     build_module,
     example_batch,
     lightning_training,
-    resolve_device,
 )
+from dcgd.devices import resolve_device
 
 # name -> (DCGDModule switches, Trainer precision "32" / "bf16"); the first is the baseline.
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {

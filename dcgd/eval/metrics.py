@@ -24,6 +24,7 @@ from torchmetrics.functional.image import (
 
 from dcgd.checkpoints import load_torch_file
 from dcgd.errors import DataError, ModelLoadError
+from dcgd.method.input import composite  # noqa: F401  (scored images are composited: callers import it from here too)
 
 PROTOCOL: dict[str, str] = {
     "composite": "scored image = mask * pred + (1 - mask) * source; pred clamped to [-1,1]",
@@ -97,19 +98,6 @@ def check_range(x: torch.Tensor, name: str, lo: float = -1.0, hi: float = 1.0) -
             f"[{lo:g}, {hi:g}]: images must be float in [-1,1] (the batch convention); "
             "convert [0,1] images with x * 2 - 1"
         )
-
-
-def composite(pred: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``mask * pred + (1 - mask) * source``: keep the known pixels, score only what was filled.
-
-    ``pred`` is clamped to ``[-1,1]`` first, as it would be when saved as an image (a VAE
-    decoder overshoots). Diffusers' inpainting pipeline does not paste the known region back.
-    """
-    if pred.shape != source.shape:
-        raise DataError(f"pred {tuple(pred.shape)} and source {tuple(source.shape)} differ")
-    if mask.shape[-2:] != pred.shape[-2:]:
-        raise DataError(f"mask {tuple(mask.shape)} and images {tuple(pred.shape)} differ in size")
-    return mask * pred.clamp(-1.0, 1.0) + (1.0 - mask) * source
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

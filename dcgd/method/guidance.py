@@ -39,6 +39,19 @@ def needed_descriptions(prompt_mode: str) -> tuple[str, ...]:
     return tuple(name for name in PROMPT_TABLE[check_prompt_mode(prompt_mode)] if name)
 
 
+def batch_descriptions(batch: dict, prompt_mode: str) -> tuple[list[str], list[str]]:
+    """``(t_info, t_mask)`` of a batch; "" for all when the prompt mode reads neither."""
+    if "t_info" in batch and "t_mask" in batch:
+        return list(batch["t_info"]), list(batch["t_mask"])
+    if not needed_descriptions(prompt_mode):
+        return [""] * len(batch["source"]), [""] * len(batch["source"])
+    raise ConfigError(
+        f"prompt_mode {prompt_mode!r} needs descriptions but the batch has no t_info / t_mask: "
+        "set data.init_args.describer (e.g. LabelDescriber for the built-in data, "
+        "ClipRegionDescriber for real images) or use prompt_mode: none"
+    )
+
+
 def select_prompts(
     prompt_mode: str, t_info: list[str], t_mask: list[str]
 ) -> tuple[list[str], list[str]]:

@@ -1,11 +1,12 @@
-"""Training noise as a function of the SAMPLE, not of where it sits.
+"""Noise as a function of the SAMPLE, not of where it sits: the one source of randomness.
 
-Every random draw of the training loss (VAE posterior sample, diffusion noise, timestep,
-prompt dropout) comes from one CPU generator per sample, seeded by ``(seed, step, sample id)``.
-So a sample gets the same draws whether it is in a batch of 4 on one process or a batch of 2
-on either of two DDP ranks, and a resumed run draws what the uninterrupted one did, with no
-RNG state to save. Draws also accept one generator for the whole batch (the older calling
-convention, kept for direct calls and tests).
+Every random draw, in training (VAE posterior sample, diffusion noise, timestep, prompt
+dropout: seeded by ``(seed, step, sample id)``) and in sampling (starting noise, a stochastic
+sampler's step noise: ``(seed, sample id)``), comes from one CPU generator per sample. So a
+sample gets the same draws whether it is in a batch of 4 on one process or a batch of 2 on
+either of two DDP ranks, on a CPU or a GPU, and a resumed run draws what the uninterrupted
+one did, with no RNG state to save. Draws also accept one generator for the whole batch
+(for direct calls and tests).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def sample_seed(*parts: object) -> int:
 def sample_generators(ids: Sequence[str], *key: object) -> list[torch.Generator]:
     """One CPU generator per sample id, seeded by ``(*key, id)``."""
     return [torch.Generator().manual_seed(sample_seed(*key, i)) for i in ids]
+
+
+def sample_ids(batch: dict, where: str, rank: int = 0) -> list[str]:
+    """The batch's sample ids; without them, positions on this rank (then a sample's noise
+    depends on the rank and the batch layout: give ids for exact DDP equivalence)."""
+    if batch.get("id") is not None:
+        return [str(i) for i in batch["id"]]
+    return [f"{where}/rank{rank}/{i}" for i in range(len(batch["source"]))]
 
 
 def draw_normal(
@@ -59,3 +68,12 @@ def draw_uniform(count: int, generator: Generators, device: torch.device) -> tor
 def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     """Draw where the generator lives (a CPU generator cannot fill a CUDA tensor)."""
     return generator.device if generator is not None else device
+
+
+def initial_noise(
+    shape: tuple[int, ...], ids: Sequence[str], seed: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The sampler's starting noise: one ``shape`` tensor per sample id, from its own
+    generator (on the CPU, so that devices agree), stacked ``[B, *shape]``."""
+    noise = [torch.randn(shape, generator=g) for g in sample_generators(ids, seed, "start")]
+    return torch.stack(noise).to(device=device, dtype=dtype)

@@ -16,6 +16,7 @@ steps, seed).
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -26,15 +27,22 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from dcgd.checkpoints import load_checkpoint
+from dcgd.checkpoints import read_model_checkpoint
+from dcgd.components.build import (
+    Components,
+    build_components,
+    components_from_configs,
+    load_weights,
+)
 from dcgd.components.latent_space import LatentSpace, PixelSpace, VAESpace
 from dcgd.components.schedulers import sampling_scheduler
 from dcgd.components.text_encoder import TextConditioner
 from dcgd.components.unet import load_unet
-from dcgd.errors import ConfigError, ModelLoadError
-from dcgd.method.guidance import PROMPT_MODES
-from dcgd.method.input import LAYOUTS
-from dcgd.sampling.sampler import KNOWN_REGION, DCGDSampler
+from dcgd.errors import ConfigError, DCGDError, ModelLoadError, one_line
+from dcgd.method.guidance import check_prompt_mode
+from dcgd.method.input import check_layout
+from dcgd.sampling.sampler import check_known_region, sample
+from dcgd.validation import finite, whole
 
 SETTINGS_FILE = "dcgd_pipeline.json"
 FORMAT_VERSION = 1
@@ -55,16 +63,12 @@ class PipelineSettings:
     known_region: str = "replace"  # see dcgd.sampling.sampler
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.prompt_mode not in PROMPT_MODES:
-            raise ConfigError(
-                f"prompt mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}"
-            )
-        if self.known_region not in KNOWN_REGION:
-            raise ConfigError(
-                f"known_region must be one of {', '.join(KNOWN_REGION)}, got {self.known_region!r}"
-            )
+        check_layout(self.layout)
+        check_prompt_mode(self.prompt_mode)
+        check_known_region(self.known_region)
+        finite("w", self.w)
+        whole("steps", self.steps, 1)
+        whole("seed", self.seed, 0)
         if self.latent_space not in ("vae", "pixel"):
             raise ConfigError(f"latent_space must be 'vae' or 'pixel', got {self.latent_space!r}")
 
@@ -135,9 +139,13 @@ class DCGDPipeline:
                 f"{len(t_mask)} t_mask"
             )
         scheduler = sampling_scheduler(sampler or s.sampler, self.train_schedule)
-        engine = DCGDSampler(self.unet, self.space, self.text, scheduler, s.layout)
         device = self.device
-        return engine(
+        return sample(
+            self.unet,
+            self.space,
+            self.text,
+            scheduler,
+            s.layout,
             source.to(device, torch.float32),
             mask.to(device, torch.float32),
             t_info,
@@ -146,7 +154,7 @@ class DCGDPipeline:
             w=s.w if w is None else w,
             steps=steps or s.steps,
             seed=s.seed if seed is None else seed,
-            ids=ids,
+            ids=list(ids) if ids is not None else [str(i) for i in range(batch)],
             paste_back=paste_back,
             known_region=known_region or s.known_region,
         )
@@ -197,54 +205,66 @@ class DCGDPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, use_ema: bool = True) -> DCGDPipeline:
-        """Load a ``DCGDModule`` Lightning checkpoint; the EMA U-Net when it has one."""
-        from dcgd.training.module import DCGDModule
+        """Load a ``DCGDModule`` Lightning checkpoint; the EMA U-Net when it has one.
 
-        checkpoint = read_checkpoint(path)
-        hp = checkpoint.get("hyper_parameters")
-        if not isinstance(hp, dict):
-            raise ModelLoadError(
-                f"{path} holds no hyper_parameters to rebuild the model from; give a .ckpt "
-                "written by 'python -m dcgd fit'"
-            )
+        The checkpoint holds its components' configs (``dcgd.components.build``), so this
+        needs neither the directory it was trained from nor the training code. A checkpoint
+        of an older dcgd (weights and hyperparameters only) is rebuilt from what it was
+        built from, when that is still at hand."""
+        checkpoint = read_model_checkpoint(path)
+        saved = checkpoint.get("dcgd") if isinstance(checkpoint.get("dcgd"), dict) else {}
         try:
-            module = DCGDModule.from_checkpoint_dict(checkpoint)
-        except ModelLoadError as err:
-            origin = {k: hp.get(k) for k in ("pretrained_model", "text_encoder") if hp.get(k)}
-            raise ModelLoadError(
-                f"cannot rebuild the model of checkpoint {path}: {one_line(err)}. A .ckpt needs "
-                f"what it was built from ({origin}); a folder written by 'python -m dcgd "
-                "export' does not"
-            ) from None
-        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
+            if "components" in saved:
+                components = components_from_configs(saved["components"])
+                settings = PipelineSettings(**saved["pipeline"])
+            else:
+                components, settings = _from_hyperparameters(path, checkpoint)
+            load_weights(components, checkpoint["state_dict"], use_ema)
+        except ModelLoadError:
+            raise
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError, OSError) as err:
             # Settings or weights that do not fit together: a damaged or foreign file.
             raise ModelLoadError(
                 f"checkpoint {path} does not hold a model this dcgd can build: {one_line(err)[:200]}"
             ) from None
-        return module.pipeline(use_ema=use_ema)
+        c = components
+        return cls(c.unet.eval(), c.space.eval(), c.text.eval(), c.schedule, settings)
 
 
-def one_line(err: BaseException) -> str:
-    """An error message on one line (library messages often span several)."""
-    return " ".join(str(err).split())
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint of a ``DCGDModule``, read safely on the CPU, or a clear error."""
-    path = Path(path)
-    if not path.is_file():
+def _from_hyperparameters(
+    path: str | Path, checkpoint: dict[str, Any]
+) -> tuple[Components, PipelineSettings]:
+    """Components and settings of a checkpoint written before checkpoints held their
+    components' configs: rebuilt by the component builder from the saved hyperparameters."""
+    hp = checkpoint.get("hyper_parameters")
+    if not isinstance(hp, dict):
         raise ModelLoadError(
-            f"checkpoint {path} does not exist; give a .ckpt written by 'python -m dcgd fit' "
-            "(e.g. runs/<name>/checkpoints/last.ckpt) or a directory written by 'dcgd export'"
+            f"{path} holds no hyper_parameters to rebuild the model from; give a .ckpt "
+            "written by 'python -m dcgd fit'"
         )
-    checkpoint = load_checkpoint(path)
-    if not any(key.startswith("unet.") for key in checkpoint["state_dict"]):
+    built = {k: hp[k] for k in inspect.signature(build_components).parameters if k in hp}
+    try:
+        components = build_components(**built)
+    except DCGDError as err:
+        origin = {k: hp.get(k) for k in ("pretrained_model", "text_encoder") if hp.get(k)}
         raise ModelLoadError(
-            f"{path} is not a checkpoint of the DCGD U-Net (DCGDModule): it holds no 'unet.' "
-            "weights. A text-encoder checkpoint is loaded through the U-Net config's "
-            "text_encoder option instead."
-        )
-    return checkpoint
+            f"checkpoint {path} was written by an older dcgd and needs what it was built from "
+            f"({origin}) to load: {one_line(err)}. Where that is present, export it once "
+            "('python -m dcgd export --checkpoint <.ckpt> --out <dir>') and use the folder"
+        ) from None
+    resolution = (checkpoint.get("dcgd") or {}).get("resolution")
+    space = components.space
+    settings = PipelineSettings(
+        layout=hp.get("layout", "paper_mask"),
+        latent_space="pixel" if isinstance(space, PixelSpace) else "vae",
+        resolution=int(resolution or components.unet.config.sample_size * space.downsample),
+        prompt_mode=hp.get("prompt_mode", "dual"),
+        w=hp.get("w", 1.5),
+        sampler=hp.get("sampler", "ddim"),
+        steps=hp.get("val_steps", 25),
+        seed=hp.get("seed", 0),
+    )
+    return components, settings
 
 
 def load_pipeline(path: str | Path, use_ema: bool = True) -> DCGDPipeline:

@@ -25,6 +25,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from dcgd.components.text_encoder import TextConditioner
+from dcgd.errors import ConfigError
+from dcgd.validation import finite
+
 
 def content_keys(kind: str, images: torch.Tensor) -> list[str]:
     """One key per image: ``kind``, autocast state and a hash of the exact bytes."""
@@ -93,3 +97,51 @@ class EncodingCache:
         while self.bytes > self.max_bytes and self.entries:
             _, old = self.entries.popitem(last=False)
             self.bytes -= old.numel() * old.element_size()
+
+
+def build_encoding_cache(
+    enabled: bool, text: TextConditioner, text_trains: bool, gib: float
+) -> EncodingCache | None:
+    """A cache of ``gib`` GiB when ``enabled``, refused where a cached output would be stale
+    or random."""
+    finite("cache_gib", gib, 0)  # 0: a cache that holds nothing (caching off)
+    if not enabled:
+        return None
+    if text_trains:
+        raise ConfigError(
+            "cache_encodings keeps the text encoder's prompt states, but text_lr trains the "
+            "text encoder, so every cached state would be stale after the next step. Freeze "
+            "it (text_lr: null) or turn the cache off (cache_encodings: false)."
+        )
+    config = text.model.config
+    dropout = {
+        k: getattr(config, k, 0.0)
+        for k in ("dropout", "attention_dropout", "hidden_dropout")
+        if getattr(config, k, 0.0)
+    }
+    if dropout:
+        raise ConfigError(
+            f"cache_encodings needs a deterministic text encoder, but it applies dropout "
+            f"{dropout}: its states change from call to call. Turn the cache off."
+        )
+    return EncodingCache(int(gib * 2**30))
+
+
+def cached(
+    cache: EncodingCache | None,
+    kind: str,
+    images: torch.Tensor,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``encode(images)``, through ``cache`` when there is one."""
+    if cache is None:
+        return encode(images)
+    return cache.lookup(content_keys(kind, images), lambda rows: encode(images[rows]))
+
+
+def cached_prompts(cache: EncodingCache, text: TextConditioner, prompts: list[str]) -> torch.Tensor:
+    """``text(prompts)``, each prompt's states computed once."""
+    device = next(text.parameters()).device
+    return cache.lookup(
+        text_keys("text", prompts, device), lambda rows: text([prompts[i] for i in rows])
+    )

@@ -8,6 +8,16 @@ from typing import Any
 
 import torch
 
+from dcgd.validation import finite
+
+
+def check_rates(lr: float, text_lr: float | None, weight_decay: float) -> None:
+    """Before any model loads: a NaN or zero learning rate trains for hours to nothing."""
+    finite("lr", lr, 0, low_open=True)
+    if text_lr is not None:
+        finite("text_lr", text_lr, 0, low_open=True)
+    finite("weight_decay", weight_decay, 0)
+
 
 def adam(
     groups: list[dict[str, Any]], lr: float, weight_decay: float, fused: bool

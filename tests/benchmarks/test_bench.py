@@ -15,28 +15,33 @@ from dcgd.benchmarks.speed import (
     example_batch,
 )
 from dcgd.cli import main
-from dcgd.sampling.sampler import encode_conditions, initial_noise
+from dcgd.components.schedulers import sampling_scheduler
+from dcgd.method.input import encode_conditions
+from dcgd.method.randomness import initial_noise
 
 
 def test_dcgd_sampler_equals_diffusers_inpaint_pipeline_on_the_same_parts():
     settings = Settings(resolution=32, batch=2, steps=3, w=2.5)
     module = build_module(settings).eval()
     batch = example_batch(settings, torch.device("cpu"))
-    sampler = module.sampler(use_ema=False)
+    sampler = module.pipeline(use_ema=False)
     pipe = diffusers_pipeline(module)
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = sampler.scheduler  # one schedule (the pipeline normalises steps_offset)
+    # One schedule config (the diffusers pipeline normalises steps_offset on its own copy).
+    pipe.scheduler = sampling_scheduler(sampler.settings.sampler, sampler.train_schedule)
 
     ours = sampler(
         batch["source"], batch["mask"], batch["t_info"], batch["t_mask"],
-        prompt_mode="dual", w=settings.w, steps=settings.steps, ids=batch["id"], paste_back=False,
+        prompt_mode="dual", w=settings.w, steps=settings.steps, seed=0, ids=batch["id"],
+        paste_back=False,
         known_region="free",  # diffusers' 9-channel pipeline leaves the whole latent free
     )  # fmt: skip
     # The pipeline draws its masked-image latent from the VAE posterior; give it ours (the
     # mode) and our starting noise, and everything else is its own code path.
     shape = (module.space.channels, 16, 16)
     noise = initial_noise(shape, batch["id"], 0, torch.device("cpu"), torch.float32)
-    context = encode_conditions(module.space, "inpaint", batch["source"], batch["mask"])["context"]
+    conditions = encode_conditions("inpaint", batch["source"], batch["mask"], module.space.encode)
+    context = conditions["context"]
     reference = pipe(
         prompt=batch["t_info"], negative_prompt=batch["t_mask"],
         image=(batch["source"] + 1) / 2, mask_image=batch["mask"], height=32, width=32,
@@ -51,7 +56,8 @@ def test_dcgd_sampler_equals_diffusers_inpaint_pipeline_on_the_same_parts():
     # With the prompts swapped the result differs: the comparison is sensitive to eq. 6.
     swapped = sampler(
         batch["source"], batch["mask"], batch["t_mask"], batch["t_info"],
-        prompt_mode="dual", w=settings.w, steps=settings.steps, ids=batch["id"], paste_back=False,
+        prompt_mode="dual", w=settings.w, steps=settings.steps, seed=0, ids=batch["id"],
+        paste_back=False,
         known_region="free",  # diffusers' 9-channel pipeline leaves the whole latent free
     )  # fmt: skip
     assert (swapped - ours).abs().max() > 1e-3

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from dcgd.checkpoints import read_model_checkpoint as read_checkpoint
+from dcgd.cli import main
 from dcgd.components.latent_space import tiny_vae_config
 from dcgd.errors import ConfigError, ModelLoadError
-from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline, load_pipeline, read_checkpoint
+from dcgd.sampling.pipeline import SETTINGS_FILE, DCGDPipeline, load_pipeline
+from tests.factories import save_tiny_stable_diffusion
 from tests.numerics import SAMPLED_ATOL
-from tests.training.tiny import make_batch, tiny_module
+from tests.training.tiny import fit_tiny_checkpoint, make_batch, tiny_module
 
 
 @pytest.mark.parametrize("space", ["pixel", "vae"])
@@ -78,3 +84,55 @@ def test_load_errors_are_clear(tmp_path):
     torch.save({"state_dict": {"text.model.w": torch.zeros(1)}}, tmp_path / "text.ckpt")
     with pytest.raises(ModelLoadError, match="not a checkpoint of the DCGD U-Net"):
         read_checkpoint(tmp_path / "text.ckpt")
+
+
+def _sd_checkpoint(tmp_path) -> tuple[Path, Path]:
+    """A fitted checkpoint of a model built from a saved SD-style directory."""
+    sd = save_tiny_stable_diffusion(tmp_path / "sd")
+    ckpt = fit_tiny_checkpoint(
+        tmp_path / "run", pretrained_model=str(sd), latent_space="vae", unet_config=None,
+        text_encoder=None, text_encoder_config=None,
+    )  # fmt: skip
+    return sd, ckpt
+
+
+def test_a_checkpoint_loads_and_removes_after_its_pretrained_directory_is_deleted(tmp_path):
+    sd, ckpt = _sd_checkpoint(tmp_path)
+    batch = make_batch(32)
+    args = (batch["source"], batch["mask"], batch["t_info"], batch["t_mask"])
+    before = load_pipeline(ckpt)(*args, ids=batch["id"], steps=3)
+    shutil.rmtree(sd)
+    pipe = load_pipeline(ckpt)
+    after = pipe(*args, ids=batch["id"], steps=3)
+    torch.testing.assert_close(after, before, rtol=0, atol=SAMPLED_ATOL)
+    assert (after - batch["source"]).abs()[batch["mask"].expand_as(after) > 0].mean() > 1e-3
+    assert pipe.settings.latent_space == "vae" and pipe.settings.resolution == 32
+    # The same through the command a user runs, on a photo and a mask on disk.
+    image = ((batch["source"][0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    mask = (batch["mask"][0, 0].numpy() * 255).astype("uint8")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    code = main([
+        "remove", "--checkpoint", str(ckpt), "--image", str(tmp_path / "photo.png"),
+        "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "out.png"), "--steps", "2",
+    ])  # fmt: skip
+    assert code == 0 and (tmp_path / "out.png").is_file()
+
+
+def test_an_old_checkpoint_loads_while_its_sources_exist_and_says_what_to_do_otherwise(tmp_path):
+    sd, ckpt = _sd_checkpoint(tmp_path)
+    saved = torch.load(ckpt, weights_only=True)
+    components = saved["dcgd"].pop("components")  # as dcgd wrote checkpoints before
+    assert components["unet"]["in_channels"] == 13  # paper_mask: 4 + 1 + 4 + 4
+    old = tmp_path / "old.ckpt"
+    torch.save(saved, old)
+    batch = make_batch(32)
+    args = (batch["source"], batch["mask"], batch["t_info"], batch["t_mask"])
+    want = load_pipeline(ckpt)(*args, ids=batch["id"], steps=2)
+    torch.testing.assert_close(
+        load_pipeline(old)(*args, ids=batch["id"], steps=2), want, rtol=0, atol=SAMPLED_ATOL
+    )
+    shutil.rmtree(sd)
+    with pytest.raises(ModelLoadError, match="older dcgd.*export") as err:
+        load_pipeline(old)
+    assert "\n" not in str(err.value)

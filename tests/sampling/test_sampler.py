@@ -83,7 +83,7 @@ def test_known_region_is_the_source_noised_to_each_step(module, sampler):
     # to that step's level (with the sample's starting noise), so the U-Net sees there what
     # training showed it; inside the mask it is the sampler's own latent.
     from dcgd.components.schedulers import sampling_scheduler
-    from dcgd.sampling.sampler import initial_noise
+    from dcgd.method.randomness import initial_noise
 
     batch = make_batch()
     seen = []

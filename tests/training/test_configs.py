@@ -131,3 +131,16 @@ def test_a_paper_config_without_cutouts_stops_at_start_up(tmp_path, capsys, monk
     assert main(argv) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "set data.cutouts" in lines[0], lines
+
+
+def test_model_help_explains_each_argument(capsys):
+    """The argument docs live in dcgd.training.arguments; jsonargparse must still find them."""
+    from dcgd.cli import main
+
+    try:
+        main(["fit", "--model.help", "dcgd.training.module.DCGDModule"])
+    except SystemExit as stop:
+        assert stop.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "guidance weight inside the eq. 7 loss" in out
+    assert "Min-SNR loss weighting" in out
