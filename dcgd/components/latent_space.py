@@ -17,19 +17,23 @@ from dcgd.errors import ModelLoadError
 
 
 class LatentSpace(nn.Module):
+    """``encode(x) == latents(posterior(x))``; subclasses define ``posterior``, ``latents``
+    and ``decode`` (identities here)."""
+
     channels: int
     downsample: int
 
+    @torch.no_grad()
     def encode(
         self,
         images: torch.Tensor,
         sample: bool = False,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
-        raise NotImplementedError
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Latents of ``images``; ``sample`` draws from the posterior with ``generator`` (one,
+        or one per sample: so a resumed run draws what the uninterrupted one did), else its
+        mode."""
+        return self.latents(self.posterior(images), sample, generator)
 
     def posterior(self, images: torch.Tensor) -> torch.Tensor:
         """What the encoder computes from ``images``, before any sampling (cacheable)."""
@@ -41,8 +45,11 @@ class LatentSpace(nn.Module):
         sample: bool = False,
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
-        """Latents from a :meth:`posterior`: ``encode(x) == latents(posterior(x))``."""
+        """Latents from a :meth:`posterior`."""
         return posterior
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
 
 
 class PixelSpace(LatentSpace):
@@ -52,17 +59,6 @@ class PixelSpace(LatentSpace):
         super().__init__()
         self.channels = 3
         self.downsample = 1
-
-    def encode(
-        self,
-        images: torch.Tensor,
-        sample: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        return images
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents
 
 
 class VAESpace(LatentSpace):
@@ -80,18 +76,6 @@ class VAESpace(LatentSpace):
         super().train(mode)
         self.vae.eval()  # frozen: never in train mode
         return self
-
-    @torch.no_grad()
-    def encode(
-        self,
-        images: torch.Tensor,
-        sample: bool = False,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-    ) -> torch.Tensor:
-        """Latents of ``images``; ``sample`` draws from the posterior with ``generator`` (one,
-        or one per sample: so a resumed run draws what the uninterrupted one did), else its
-        mode."""
-        return self.latents(self.posterior(images), sample, generator)
 
     @torch.no_grad()
     def posterior(self, images: torch.Tensor) -> torch.Tensor:
