@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,12 @@ import torch.nn.functional as F
 from dcgd.components.latent_space import tiny_vae_config
 from dcgd.devices import resolve_device
 from dcgd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import lightning as L
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from dcgd.training.module import DCGDModule
 
 # SD-1.5's shapes (random weights: speed does not depend on their values).
 SD15_UNET = {
@@ -107,7 +113,7 @@ def peak_tflops(settings: Settings, device: torch.device) -> float | None:
     return None
 
 
-def build_module(settings: Settings):
+def build_module(settings: Settings) -> DCGDModule:
     """A ``DCGDModule`` with the ``inpaint`` layout in a VAE latent space, random weights."""
     from dcgd.training.module import DCGDModule
 
@@ -190,7 +196,7 @@ def interleaved_medians(
 
 
 # --------------------------------------------------------------------------- sampling
-def diffusers_pipeline(module):
+def diffusers_pipeline(module: DCGDModule) -> StableDiffusionInpaintPipeline:
     """diffusers' inpainting pipeline over the module's own components."""
     from diffusers import StableDiffusionInpaintPipeline
 
@@ -247,7 +253,9 @@ def bench_sampling(settings: Settings) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- training
-def bare_training_loop(module, batch: dict[str, Any], steps: int, warmup: int, settings: Settings):
+def bare_training_loop(
+    module: DCGDModule, batch: dict[str, Any], steps: int, warmup: int, settings: Settings
+) -> float:
     """Seconds per step of the dual-branch step written directly on the diffusers parts."""
     device = batch["source"].device
     unet, vae, text = module.unet, module.space.vae, module.text
@@ -295,11 +303,11 @@ class _StepTimer:
         timer = self
 
         class Callback(L.Callback):
-            def on_train_batch_start(self, trainer, *args):
+            def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
                 _sync(trainer.strategy.root_device)
                 timer.starts.append(time.perf_counter())
 
-            def on_train_batch_end(self, trainer, *args):
+            def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
                 _sync(trainer.strategy.root_device)
                 timer.ends.append(time.perf_counter())
 
@@ -313,7 +321,9 @@ class _StepTimer:
         return statistics.median(end - start for start, end in pairs)
 
 
-def lightning_training(module, batch: dict[str, Any], steps: int, warmup: int, settings):
+def lightning_training(
+    module: DCGDModule, batch: dict[str, Any], steps: int, warmup: int, settings: Settings
+) -> float:
     """Seconds per step of ``Trainer.fit`` on the same batch (no logger, checkpoints or bar:
     what is timed is the training step and Lightning's loop around it)."""
     import lightning as L

@@ -18,7 +18,7 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from dcgd.benchmarks.speed import (
     lightning_training,
 )
 from dcgd.devices import resolve_device
+
+if TYPE_CHECKING:
+    from dcgd.training.module import DCGDModule
 
 # name -> (DCGDModule switches, Trainer precision "32" / "bf16"); the first is the baseline.
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
@@ -43,7 +46,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def build(settings: Settings, switches: dict[str, Any]):
+def build(settings: Settings, switches: dict[str, Any]) -> DCGDModule:
     """The bench's module (``dcgd.benchmarks.speed.build_module``) with ``switches`` on."""
     return build_module(replace(settings, module={**settings.module, **switches}))
 

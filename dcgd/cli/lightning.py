@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import lazy_instance
+from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -82,7 +82,7 @@ class DCGDCLI(LightningCLI):
             self._resume_mlflow_run(config, hpc)
 
     @staticmethod
-    def _checkpoint_file(config, ckpt_path: str) -> Path:
+    def _checkpoint_file(config: Namespace, ckpt_path: str) -> Path:
         path = Path(ckpt_path)
         if ckpt_path == "last" and config.get("checkpoint") is not None:
             root = Path(config.trainer.default_root_dir or ".")
@@ -96,7 +96,7 @@ class DCGDCLI(LightningCLI):
         return path
 
     @staticmethod
-    def _resume_mlflow_run(config, path: Path) -> None:
+    def _resume_mlflow_run(config: Namespace, path: Path) -> None:
         """Continue the checkpoint's MLflow run instead of starting a new one."""
         run_id = load_checkpoint(path).get("mlflow_run_id")
         logger = config.trainer.get("logger")

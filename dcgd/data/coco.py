@@ -29,6 +29,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -45,7 +46,7 @@ COCO_KEYS = ("coco", "images", "categories", "min_area", "cache")
 DEFAULT_MIN_AREA = 64
 
 
-def mask_utils():
+def mask_utils() -> ModuleType:
     """``pycocotools.mask``, or one line saying how to install it."""
     try:
         from pycocotools import mask
@@ -116,7 +117,7 @@ class Instance:
     counts: str  # compressed RLE of the object's mask
 
 
-def _segmentation_rle(segmentation, h: int, w: int, mu) -> dict:
+def _segmentation_rle(segmentation: list | dict, h: int, w: int, mu: ModuleType) -> dict:
     """One compressed RLE from a polygon list, an uncompressed or a compressed RLE."""
     if isinstance(segmentation, list):
         polygons = [

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dcgd.data.images import IMAGE_EXTENSIONS, load_mask, load_rgb, load_rgba
 from dcgd.data.procedural import OBJECT_NAMES, alpha_fill, render_object
 from dcgd.errors import DataError
+
+if TYPE_CHECKING:
+    from dcgd.data.coco import CocoCutouts
 
 _TRAILING_NUMBER = re.compile(r"[\s_\-]*\d+$")
 
@@ -129,7 +133,7 @@ class InstanceMaskCutouts(CutoutFolder):
 
 def build_cutouts(
     spec: str | dict | None, masks: str | None = None, same_class_probability: float = 0.5
-):
+) -> ProceduralCutouts | CutoutFolder | CocoCutouts | None:
     """``"procedural"`` (default), a folder of RGBA PNGs, an image folder + ``masks``, or a
     COCO mapping (``{coco: ..., images: ..., categories, min_area, cache}``)."""
     if isinstance(spec, dict):

@@ -322,7 +322,7 @@ def _folder_split(folder: Path, split: str) -> Path:
 
 def build_source(
     dataset: str, split: str, root: str | None, size: int, length: int | None, places_small: bool
-):
+) -> ImageSource | Procedural | Photos:
     """The source of ``dataset`` for ``split`` (train / val / test)."""
     if dataset == "procedural":
         return Procedural(size, length or 2000)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
@@ -24,6 +25,10 @@ from torchmetrics.functional.image import (
 
 from dcgd.checkpoints import load_torch_file
 from dcgd.errors import DataError, ModelLoadError
+
+if TYPE_CHECKING:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
 from dcgd.method.input import composite  # noqa: F401  (scored images are composited: callers import it from here too)
 
 PROTOCOL: dict[str, str] = {
@@ -265,7 +270,9 @@ def load_lpips(
 # ------------------------------------------------------------------------------------- FID
 
 
-def load_fid(weights_dir: str | Path | None = None, allow_download: bool | None = None):
+def load_fid(
+    weights_dir: str | Path | None = None, allow_download: bool | None = None
+) -> FrechetInceptionDistance | None:
     """torchmetrics' FID on torch-fidelity's Inception weights, or None with a warning.
 
     FID is a set-level metric (no per-image score): feed ``update(x, real=...)`` with uint8

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from dcgd.data.pairs import paste_object
-from dcgd.data.procedural import OBJECT_CLASSES, render_object, render_scene
+from dcgd.data.procedural import OBJECT_CLASSES, Scene, render_object, render_scene
 from dcgd.errors import ConfigError
 from dcgd.eval.metrics import composite, ssim
 
@@ -123,7 +123,7 @@ def footprint_fraction(image: np.ndarray, region: np.ndarray, label: str) -> flo
     return float(looks_like(image, label)[region].mean())
 
 
-def _occupied(scene, size: int) -> np.ndarray:
+def _occupied(scene: Scene, size: int) -> np.ndarray:
     """Bool ``[H,W]``: the pixels the scene's objects touch."""
     taken = np.zeros((size, size), bool)
     for obj in scene.objects:
@@ -132,7 +132,7 @@ def _occupied(scene, size: int) -> np.ndarray:
     return taken
 
 
-def _paste_apart(scene, rgba: np.ndarray, rng: np.random.Generator, dilation: int):
+def _paste_apart(scene: Scene, rgba: np.ndarray, rng: np.random.Generator, dilation: int):
     """Paste where the mask overlaps no other object if such a place turns up; else the least
     overlapping place tried. ``(source, mask, x, y)``."""
     size = scene.image.shape[0]

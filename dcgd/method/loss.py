@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
 from dcgd.errors import ConfigError
@@ -40,7 +41,7 @@ def check_prediction_type(prediction_type: str) -> str:
 
 
 def prediction_target(
-    scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
 ) -> torch.Tensor:
     """The tensor the (combined) prediction is regressed onto at ``timesteps``."""
     kind = check_prediction_type(scheduler.config.prediction_type)
@@ -51,7 +52,7 @@ def prediction_target(
     return latents
 
 
-def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+def min_snr_weight(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-γ (Hang et al. 2023) in each parametrisation: the weight that turns the
     loss into ``min(SNR, γ)·‖x₀ − x̂₀‖²``."""
     snr = compute_snr(scheduler, timesteps)
@@ -90,7 +91,7 @@ class LossSettings:
 def per_sample_loss(
     settings: LossSettings,
     unet: torch.nn.Module,
-    schedule,
+    schedule: DDPMScheduler,
     latents: torch.Tensor,
     conditions: dict[str, torch.Tensor],
     mask: torch.Tensor,

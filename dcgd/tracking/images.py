@@ -39,7 +39,9 @@ def removal_grid(batch: dict[str, Any], result: torch.Tensor, count: int) -> Ima
     return image_grid(columns)
 
 
-def log_validation_grid(module: Any, batch: dict[str, Any], result: torch.Tensor, count: int):
+def log_validation_grid(
+    module: Any, batch: dict[str, Any], result: torch.Tensor, count: int
+) -> None:
     """Log ``source | mask | result | target`` to MLflow (or beside the checkpoints)."""
     if module.trainer is None or not module.trainer.is_global_zero or count <= 0:
         return
