@@ -1,9 +1,10 @@
 """``python -m dcgd sweep --config sweeps/<x>.yaml``: run, join or resume an Optuna sweep.
 
 Start the same command on as many processes / machines as you like: with a shared
-``--storage`` (PostgreSQL for a cluster) they work on one study, and together run the spec's
-``n_trials`` trials. Re-running a finished sweep runs nothing; a larger ``--n-trials`` runs
-only the difference. See ``dcgd.sweeps`` for the spec format and ``sweeps/`` for examples.
+``--storage`` (PostgreSQL for a cluster, a journal file on a shared file system) they work
+on one study, and together run the spec's ``n_trials`` trials. Re-running a finished sweep
+runs nothing; a larger ``--n-trials`` runs only the difference. See ``dcgd.sweeps`` for the
+spec format and ``sweeps/`` for examples.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage",
         help="Optuna storage URL (default $DCGD_SWEEP_STORAGE, else sqlite:///sweeps/optuna.db); "
         "postgresql://user:pass@host:5432/db to share one study across machines (the "
-        "variable keeps the password off the command line)",
+        "variable keeps the password off the command line), or journal:///path/optuna.log "
+        "for machines that share only a file system (NFS)",
     )
     parser.add_argument(
         "--n-trials", type=int, help="total trials of the study (overrides the spec's n_trials)"

@@ -2,7 +2,7 @@
 
 - ``spec``: the sweep spec (YAML): search space, sampler, objective, pruning, storage.
 - ``space`` / ``objective``: the swept parameters and the number optimised.
-- ``storage``: sqlite or PostgreSQL studies, heartbeats, the lock shared by all workers.
+- ``storage``: sqlite, PostgreSQL or journal-file studies, heartbeats, the workers' lock.
 - ``runner``: the worker loop (exactly ``n_trials`` trials across any number of workers).
 - ``tracking``: a parent MLflow run per study, a child run per trial.
 - ``inference`` / ``training`` / ``function``: the three kinds of trial.

@@ -21,10 +21,11 @@ from typing import Any
 
 import lightning as L
 import optuna
+from optuna.storages.journal import JournalStorage
 from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
 from dcgd.sweeps.spec import build_pruner
-from dcgd.sweeps.storage import STORAGE_ENV
+from dcgd.sweeps.storage import STORAGE_ENV, open_storage
 
 # optuna_integration.pytorch_lightning's system attribute keys (module constants there).
 PRUNED_KEY = "ddp_pl:pruned"
@@ -53,14 +54,17 @@ class TrialPruning(PyTorchLightningPruningCallback):
         url = storage or os.environ[STORAGE_ENV]
         study = optuna.load_study(
             study_name=study_name,
-            storage=url,
+            storage=open_storage(url),  # a URL alone would not open a journal
             pruner=build_pruner(pruning or {}),
             sampler=optuna.samplers.RandomSampler(),  # never samples: the trial has its params
         )
         super().__init__(optuna.trial.Trial(study, trial_id), monitor)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_fit_start(trainer, pl_module)
+        # The parent refuses every storage but RDBStorage under DDP, for its cache; a journal
+        # has no cache (each read catches up with the file), so it skips that check.
+        if not isinstance(self._trial.storage, JournalStorage):
+            super().on_fit_start(trainer, pl_module)
         self.is_ddp_backend = True  # report from rank 0, stop every rank (see module doc)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -11,6 +11,13 @@ its peers' running trials, since a peer may die and leave a trial to retry.
 Budget: COMPLETE, PRUNED, RUNNING, WAITING and trials that FAILED on a user error (a
 configuration the model refuses: it has been tried). A trial that crashed or whose worker
 died is re-queued (up to ``storage.max_retry`` times) and is counted through its retry.
+
+Optuna does the work where it has the part: ask/tell, the storages, heartbeats with
+``fail_stale_trials`` and ``RetryHeartbeatStaleTrialCallback``, ``GridSampler``, the pruners.
+The loop is ours, not ``Study.optimize`` with ``MaxTrialsCallback``: that callback counts after
+a trial and only stops its own process, so N workers overshoot ``n_trials`` by up to N - 1 and
+a re-run of a finished sweep still starts a trial; Optuna has no lock to count-then-ask under,
+and retries only trials with stale heartbeats, not one whose objective crashed.
 """
 
 from __future__ import annotations
@@ -27,16 +34,16 @@ from optuna.trial import TrialState
 from dcgd.errors import ConfigError, DCGDError
 from dcgd.sweeps.spec import SweepSpec
 from dcgd.sweeps.storage import (
-    DEFAULT_STORAGE,
     Heartbeat,
     StudyLock,
+    SweepStorage,
     display_url,
     open_storage,
     quiet_optuna,
+    resolve_url,
     unreachable,
-    with_driver,
 )
-from dcgd.tracking.store import absolute_sqlite, check_reachable
+from dcgd.tracking.store import check_reachable
 from dcgd.tracking.sweeps import StudyTracker, metric_items
 
 USER_ERROR_ATTR = "dcgd_user_error"
@@ -56,7 +63,7 @@ class TrialContext:
     trial: optuna.trial.Trial
     tracking_uri: str
     experiment: str
-    storage: optuna.storages.BaseStorage  # uncached: reads what other processes wrote
+    storage: SweepStorage  # uncached: reads what other processes wrote
 
 
 @dataclass
@@ -118,11 +125,11 @@ def _check_compatible(study: optuna.Study, spec: SweepSpec) -> None:
 
 
 def _counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-        return True
-    if trial.state == TrialState.WAITING:
-        return True
-    return trial.state == TrialState.FAIL and USER_ERROR_ATTR in trial.user_attrs
+    # Unlike MaxTrialsCallback's count by state, a FAIL counts only for a refused configuration:
+    # a crashed trial or a dead worker's is counted through its retry (WAITING, then RUNNING).
+    if trial.state == TrialState.FAIL:
+        return USER_ERROR_ATTR in trial.user_attrs
+    return True  # COMPLETE, PRUNED, RUNNING, WAITING
 
 
 def next_action(study: optuna.Study, spec: SweepSpec) -> str:
@@ -135,6 +142,8 @@ def next_action(study: optuna.Study, spec: SweepSpec) -> str:
     budget = spec.n_trials
     left = True
     if spec.sampler["name"] == "grid":
+        # GridSampler.is_exhausted waits for every point to finish: while peers run the last
+        # points a worker would ask again and GridSampler would run one of them a second time.
         budget = min(budget, spec.grid_size())
         started = {
             t.system_attrs.get("grid_id") for t in trials if t.state != TrialState.WAITING
@@ -155,7 +164,7 @@ def _describe(params: dict[str, Any]) -> str:
 
 def _join_study(
     spec: SweepSpec, url: str, kind: TrialKind, tracker: StudyTracker
-) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
+) -> tuple[SweepStorage, optuna.Study]:
     """Create or load the study and its MLflow parent run; call it holding the study lock."""
     storage = open_storage(url, spec.storage)
     try:
@@ -196,7 +205,7 @@ def _join_study(
 
 def run_sweep(spec: SweepSpec, kind: TrialKind) -> SweepReport:
     """Join the study of ``spec`` and run trials until it has ``n_trials`` (see module doc)."""
-    url = with_driver(absolute_sqlite(spec.storage.url or DEFAULT_STORAGE))
+    url = resolve_url(spec.storage.url)
     kind.prepare()  # a bad spec or checkpoint fails here, before the study is touched
     lock = StudyLock(url, spec.study)
     tracker = StudyTracker(spec.experiment, spec.tracking_uri, spec.study)
@@ -238,7 +247,7 @@ def _busy(study: optuna.Study) -> bool:
 
 def _run_trial(
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
+    storage: SweepStorage,
     trial: optuna.trial.Trial,
     spec: SweepSpec,
     kind: TrialKind,
@@ -279,7 +288,8 @@ def _run_trial(
             _log(f"trial {trial.number}: failed: {err}")
             return
         except BaseException as err:
-            # A crash (a bug, out of memory, Ctrl-C): re-queue the trial, then stop this worker.
+            # A crash (a bug, out of memory, Ctrl-C): re-queue the trial with the storage's retry
+            # callback (Optuna runs it for stale trials only), then stop this worker.
             # (If a peer already failed it for a late heartbeat, the peer re-queued it.)
             retry = storage.get_heartbeat_stale_trial_callback()
             if _tell(study, trial, state=TrialState.FAIL) and retry is not None:

@@ -76,7 +76,7 @@ class GridSampler(optuna.samplers.GridSampler):
 
 @dataclass(frozen=True)
 class StorageSettings:
-    url: str | None = None  # None: sqlite:///sweeps/optuna.db
+    url: str | None = None  # None: sqlite:///sweeps/optuna.db (see dcgd.sweeps.storage)
     heartbeat_interval: int = 60
     grace_period: int | None = None  # None: 2 x heartbeat_interval (Optuna's default)
     max_retry: int | None = 2

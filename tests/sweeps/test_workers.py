@@ -1,8 +1,9 @@
 """Many workers, one study: exactly n_trials trials, none twice, none lost, dead ones retried.
 
 The workers are real ``python -m dcgd sweep`` processes on a real Optuna storage (a sqlite
-file, or a PostgreSQL server the suite starts) with real MLflow tracking; only the objective
-is a cheap toy that leaves marker files saying which process ran which trial.
+file, a journal file, or a PostgreSQL server the suite starts) with real MLflow tracking;
+only the objective is a cheap toy that leaves marker files saying which process ran which
+trial.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from dcgd.cli import main
-from dcgd.sweeps.storage import with_driver
+from dcgd.sweeps.storage import STORAGE_ENV, open_storage, resolve_url
 from tests.sweeps.conftest import finish, markers, start_worker, study_name, write_spec
 
 GRID = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
 
 
 def _study(storage: str, workdir) -> optuna.Study:
-    # The URL as a user gives it; with_driver picks psycopg2 where psycopg 3 is absent.
-    return optuna.load_study(study_name=study_name(workdir), storage=with_driver(storage))
+    # The URL as a user gives it, resolved as the runner does (psycopg2 where psycopg 3 is
+    # absent); open_storage also opens a journal, which a bare URL does not.
+    return optuna.load_study(
+        study_name=study_name(workdir), storage=open_storage(resolve_url(storage))
+    )
 
 
 def _children(workdir, experiment: str = "toy") -> tuple[list, list]:
@@ -40,10 +44,12 @@ def _children(workdir, experiment: str = "toy") -> tuple[list, list]:
 def _storage_url(request, workdir) -> str:
     if request.param == "postgresql":
         return request.getfixturevalue("postgres_url")
+    if request.param == "journal":
+        return f"journal:///{workdir / 'sweeps' / 'optuna.log'}"
     return f"sqlite:///{workdir / 'sweeps' / 'optuna.db'}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def storage(request, workdir):
     return _storage_url(request, workdir)
 
@@ -75,7 +81,7 @@ def test_two_workers_share_one_study_without_duplicates_or_losses(workdir, stora
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.slow)])
 def kill_storage(request, workdir):
     return _storage_url(request, workdir)
 
@@ -129,6 +135,22 @@ def test_rerun_adds_nothing_and_a_larger_n_trials_adds_the_difference(workdir, c
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(n for n, _ in markers(workdir, "start")) == [0, 1, 2, 3, 4]
     assert "this worker ran 2 trial(s)" in capsys.readouterr().out
+
+
+def test_a_journal_file_holds_the_study_for_a_shared_file_system(workdir, monkeypatch):
+    spec = write_spec(workdir / "toy.yaml", n_trials=3)
+    assert main(["sweep", "--config", str(spec), "--storage", "journal:///sweeps/optuna.log"]) == 0
+    assert (workdir / "sweeps" / "optuna.log").is_file()  # relative to where the worker runs
+    assert not (workdir / "sweeps" / "optuna.db").exists()
+    storage = f"journal:///{workdir / 'sweeps' / 'optuna.log'}"
+    trials = _study(storage, workdir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len({t.params["x"] for t in trials}) == 3  # three grid points, none twice
+    monkeypatch.setenv(STORAGE_ENV, storage)  # the storage from the environment, as on a cluster
+    assert main(["sweep", "--config", str(spec), "--n-trials", "6"]) == 0
+    trials = _study(storage, workdir).trials
+    assert sorted(t.params["x"] for t in trials) == GRID
+    assert sorted(n for n, _ in markers(workdir, "start")) == list(range(6))
 
 
 def test_grid_stops_when_exhausted_even_with_more_trials_asked(workdir):
