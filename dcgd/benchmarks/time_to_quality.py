@@ -55,6 +55,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def sample_batch(pipe: Any, batch: dict, **settings: Any) -> torch.Tensor:
+    """The pipeline's fill of a case batch (``repeated_objects.case_batch``): its sources,
+    masks, descriptions and ids, with the sampling ``settings`` (sampler, steps, w, ...)."""
+    return pipe(
+        batch["source"],
+        batch["mask"],
+        t_info=batch["t_info"],
+        t_mask=batch["t_mask"],
+        ids=batch["id"],
+        **settings,
+    )
+
+
 def measure(
     pipe: Any,
     cases: Sequence[Any],
@@ -69,16 +82,7 @@ def measure(
     from dcgd.eval import repeated_objects as bench
 
     def sample(batch: dict, sampler: str, steps: int) -> torch.Tensor:
-        return pipe(
-            batch["source"],
-            batch["mask"],
-            t_info=batch["t_info"],
-            t_mask=batch["t_mask"],
-            sampler=sampler,
-            steps=steps,
-            seed=seed,
-            ids=batch["id"],
-        )
+        return sample_batch(pipe, batch, sampler=sampler, steps=steps, seed=seed)
 
     results = []
     for sampler, steps in points:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dcgd.errors import ConfigError, ModelLoadError
+from dcgd.cli.options import add_device_argument
+from dcgd.errors import ConfigError
 
 if TYPE_CHECKING:  # torch, FastAPI and the model load only when the server starts
     pass
@@ -74,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the model and the upload to every network this machine is on, see below)",
     )
     parser.add_argument("--port", type=port_number, default=7860, help="default 7860")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(parser)
     parser.add_argument(
         "--no-ema", action="store_true", help="a .ckpt's raw weights instead of its EMA"
     )
@@ -124,20 +125,16 @@ def check_free(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     import uvicorn
 
     from dcgd.app.server import Limits, create_app
-    from dcgd.cli.remove import build_describer  # the same --describer options
+    from dcgd.cli.remove import build_describer, require_checkpoint  # the same options
+    from dcgd.devices import resolve_device
     from dcgd.sampling.pipeline import load_pipeline
 
-    if not args.checkpoint.exists():
-        raise ModelLoadError(
-            f"checkpoint {args.checkpoint} does not exist; give a .ckpt written by 'python -m "
-            "dcgd fit' (e.g. runs/<name>/checkpoints/last.ckpt) or a folder from 'dcgd export'"
-        )
+    require_checkpoint(args.checkpoint)
     check_free(args.host, args.port)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     pipeline = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
     limits = Limits(
         max_bytes=int(args.max_upload_mb * 2**20),

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from dcgd.benchmarks.speed import MODEL_SIZES, Settings, bench_sampling, bench_training
+from dcgd.cli.options import add_device_argument
 from dcgd.errors import ConfigError
 from dcgd.files import read_yaml
 
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--w", type=float, default=defaults.w, help="guidance weight")
     parser.add_argument("--precision", choices=("32", "bf16"), default=defaults.precision)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1")
+    add_device_argument(parser, default=defaults.device)
     parser.add_argument(
         "--peak-tflops",
         type=float,
@@ -105,21 +106,27 @@ def machine() -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     report: dict = {"settings": asdict(settings), "machine": machine()}
-    if args.only in (None, "sampling"):
-        report.update(bench_sampling(settings))
-        print(
-            f"sampling  {settings.steps} steps: dcgd {report['sampling_s_per_image']:.4f} s/image, "
-            f"diffusers {report['diffusers_s_per_image']:.4f} s/image, "
-            f"ratio {report['sampling_ratio_vs_diffusers']:.3f}"
-        )
-    if args.only in (None, "training"):
-        report.update(bench_training(settings))
-        print(
-            f"training  batch {settings.batch}: dcgd (Lightning) "
-            f"{report['train_samples_per_s']:.2f} samples/s, bare loop "
-            f"{report['bare_loop_samples_per_s']:.2f} samples/s, "
-            f"ratio {report['train_ratio_vs_bare_loop']:.3f}"
-        )
+    # Each benchmark and its summary line (formatted with the settings s and the report r).
+    parts = (
+        (
+            "sampling",
+            bench_sampling,
+            "sampling  {s.steps} steps: dcgd {r[sampling_s_per_image]:.4f} s/image, "
+            "diffusers {r[diffusers_s_per_image]:.4f} s/image, "
+            "ratio {r[sampling_ratio_vs_diffusers]:.3f}",
+        ),
+        (
+            "training",
+            bench_training,
+            "training  batch {s.batch}: dcgd (Lightning) {r[train_samples_per_s]:.2f} samples/s, "
+            "bare loop {r[bare_loop_samples_per_s]:.2f} samples/s, "
+            "ratio {r[train_ratio_vs_bare_loop]:.3f}",
+        ),
+    )
+    for part, bench, summary in parts:
+        if args.only in (None, part):
+            report.update(bench(settings))
+            print(summary.format(s=settings, r=report))
     if "train_achieved_tflops" in report:
         mfu = report["train_mfu"]
         print(

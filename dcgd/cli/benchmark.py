@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dcgd.errors import ConfigError, DCGDError, TrackingError
+from dcgd.cli.options import add_device_argument
+from dcgd.errors import ConfigError, TrackingError
 from dcgd.files import check_out_folder, save_atomic, write_atomic
 from dcgd.method.guidance import PROMPT_MODES
 from dcgd.validation import finite, whole
@@ -105,7 +106,7 @@ def add_time_to_quality_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dilation", type=int, default=3, help="mask growth in px (default 3)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--no-ema", action="store_true", help="a .ckpt's raw weights")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(parser)
 
 
 def add_removal_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +195,7 @@ def add_removal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ema", action="store_true", help="a .ckpt's raw weights instead of its EMA"
     )
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(parser)
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument(
         "--experiment", default=EXPERIMENT, help=f"MLflow experiment (default {EXPERIMENT})"
@@ -242,13 +243,12 @@ def check_size(size: int, multiple: int) -> None:
         )
 
 
-def load_model(args: argparse.Namespace) -> tuple[Any, str, int]:
+def load_model(args: argparse.Namespace) -> tuple[Any, torch.device, int]:
     """The pipeline of --checkpoint on --device, and the case side (--size or the model's)."""
+    from dcgd.devices import resolve_device
     from dcgd.sampling.pipeline import load_pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DCGDError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    device = resolve_device(args.device)
     pipe = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
     size = args.size or pipe.settings.resolution
     check_size(size, pipe.size_multiple)
@@ -304,7 +304,7 @@ def run_time_to_quality(args: argparse.Namespace) -> int:
     settings = {
         "benchmark": "time-to-quality",
         "checkpoint": str(args.checkpoint),
-        "device": device,
+        "device": str(device),
         "machine": machine(),
         "torch": torch.__version__,
         "size": size,
@@ -534,6 +534,7 @@ def pairs_protocol() -> dict[str, str]:
 def _predict(
     name: str, w: float | None, batch: dict, pipe: Any, steps: int, seed: int
 ) -> torch.Tensor:
+    from dcgd.benchmarks.time_to_quality import sample_batch
     from dcgd.eval import repeated_objects as bench
     from dcgd.eval.baselines import navier_stokes, telea
 
@@ -543,20 +544,17 @@ def _predict(
         return navier_stokes().inpaint(batch["source"], batch["mask"])
     if name == "mean_fill":
         return bench.mean_fill(batch["source"], batch["mask"])
-    return pipe(
-        batch["source"],
-        batch["mask"],
-        t_info=batch["t_info"],
-        t_mask=batch["t_mask"],
+    return sample_batch(
+        pipe,
+        batch,
         prompt_mode=name,
         w=1.0 if w is None else w,  # 'none': both branches are "", so w changes nothing
         steps=steps,
         seed=seed,
-        ids=batch["id"],
     ).cpu()
 
 
-def _load_lpips(net: str, weights: Path | None, device: str) -> tuple[Any, str]:
+def _load_lpips(net: str, weights: Path | None, device: torch.device) -> tuple[Any, str]:
     if net == "none":
         return None, "LPIPS left out (--lpips none)"
     from dcgd.eval.metrics import LEFT_OUT, load_lpips
@@ -570,7 +568,7 @@ def _load_lpips(net: str, weights: Path | None, device: str) -> tuple[Any, str]:
     return scorer.to(device), f"lpips_{net} (torchvision ImageNet backbone)"
 
 
-def _lpips(scorer: Any, batch: dict, pred: torch.Tensor, device: str) -> list[float]:
+def _lpips(scorer: Any, batch: dict, pred: torch.Tensor, device: torch.device) -> list[float]:
     from dcgd.eval.metrics import composite
 
     result = composite(pred.float().cpu(), batch["source"], batch["mask"])

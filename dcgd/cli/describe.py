@@ -25,9 +25,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from dcgd.data.config import build_datamodule
 from dcgd.describe.base import Describer
 from dcgd.describe.cache import CachedDescriber, cache_folder
-from dcgd.errors import ConfigError, user_error_behind
+from dcgd.devices import resolve_device
+from dcgd.errors import ConfigError
 from dcgd.files import read_yaml
 from dcgd.validation import whole
 
@@ -107,30 +109,6 @@ def read_data_section(configs: list[Path]) -> dict[str, Any]:
             "dcgd.data.datamodule.InpaintingDataModule); describe reads the data of a fit config"
         )
     return data
-
-
-def build_datamodule(data: dict[str, Any]):
-    """Instantiate the data section as LightningCLI does (jsonargparse, nested class_paths)."""
-    from jsonargparse import ArgumentError, ArgumentParser
-    from lightning.pytorch import LightningDataModule
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    try:
-        config = parser.parse_object({"data": data})
-    except ArgumentError as err:
-        raise ConfigError(f"data section: {' '.join(str(err).split())}") from None
-    # jsonargparse >= 4.49 names it instantiate; older releases instantiate_classes.
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    try:
-        return instantiate(config).data
-    except Exception as err:
-        # jsonargparse wraps what a class raises (a missing vocabulary file, an unknown
-        # model) in ValueErrors about union types; surface the user error itself.
-        cause = user_error_behind(err)
-        if cause is None:
-            raise
-        raise cause from None
 
 
 def _describer_and_cache(datamodule, cache: Path | None) -> tuple[Describer, str]:
@@ -215,18 +193,6 @@ def describe_splits(
     return reports
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is visible on this machine")
-    return device
-
-
 def check_options(args: argparse.Namespace) -> None:
     """Numbers first, before the config is read or a model loaded."""
     whole("--epochs", args.epochs, 1)
@@ -242,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     check_options(args)
     datamodule = build_datamodule(read_data_section(args.config))
     describer, cache_dir = _describer_and_cache(datamodule, args.cache)
-    device = _device(args.device)
+    device = resolve_device(args.device, option="--device")
     reports = describe_splits(
         datamodule,
         describer,

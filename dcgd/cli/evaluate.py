@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from dcgd.cli.options import add_device_argument
 from dcgd.data import images
 from dcgd.data.buckets import OUTSIDE, bucket_index
+from dcgd.devices import resolve_device
 from dcgd.errors import ConfigError, DataError
 from dcgd.eval.evaluator import Evaluator
 from dcgd.eval.metrics import LEFT_OUT, composite, load_fid
@@ -81,9 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also the weight-free object-residue score (needs --source showing the objects "
         "that were removed; lower is better)",
     )
-    parser.add_argument(
-        "--device", default="cpu", help="torch device for LPIPS / FID (default cpu)"
-    )
+    add_device_argument(parser, default="cpu", use=" for LPIPS / FID")
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_pairs(args)
     whole("--batch-size", args.batch_size, 1)
     check_outputs(args)
+    device = resolve_device(args.device)
     problems: dict[str, dict] = {
         k: {}
         for k in (
@@ -215,11 +216,11 @@ def run(args: argparse.Namespace) -> int:
         )
     removal = [ObjectResidue()] if args.removal == "residue" else []
     evaluator = Evaluator(lpips=nets, lpips_weights_dir=args.lpips_weights, removal=removal).to(
-        args.device
+        device
     )
     fid = load_fid() if args.fid else None
     if fid is not None:
-        fid = fid.to(args.device)
+        fid = fid.to(device)
     if sources is None:
         print("note: no --source given; the composite keeps the TARGET outside the mask")
 
@@ -230,9 +231,8 @@ def run(args: argparse.Namespace) -> int:
         if not pending:
             return
         keys_, preds_, targets_, masks_, sources_, buckets_, ratios_ = zip(*pending, strict=True)
-        dev = args.device
-        pred, target, mask = (torch.cat(x).to(dev) for x in (preds_, targets_, masks_))
-        src = None if sources is None else torch.cat(sources_).to(dev)
+        pred, target, mask = (torch.cat(x).to(device) for x in (preds_, targets_, masks_))
+        src = None if sources is None else torch.cat(sources_).to(device)
         bucket = torch.tensor(buckets_)
         evaluator.update(pred, target, mask, src, bucket, list(keys_), list(ratios_))
         if fid is not None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from dcgd.cli.options import add_device_argument
 from dcgd.components.schedulers import SAMPLERS
 from dcgd.data.images import (
     IMAGE_EXTENSIONS,
@@ -202,7 +203,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ema", action="store_true", help="a .ckpt's raw weights instead of its EMA"
     )
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    add_device_argument(parser)
 
 
 # ---------------------------------------------------------------------------- planning
@@ -238,8 +239,10 @@ def odd_name(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in text)
 
 
-def one_line(text: object) -> str:
-    """``text`` with control characters escaped, so a report line stays one line."""
+def escaped(text: object) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``), so a report line stays one
+    line and a file name in it keeps its exact content (``dcgd.errors.one_line`` would fold a
+    newline into a space and let a terminal escape through)."""
     text = "".join(ascii(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in str(text))
     return text.encode("utf-8", "backslashreplace").decode()
 
@@ -348,7 +351,7 @@ def plan_folder(args: argparse.Namespace) -> Plan:
         elif target.is_dir():
             why = f"{target} is a folder"
         if why:
-            skipped.append(f"{shown(key)}: {one_line(why)}")
+            skipped.append(f"{shown(key)}: {escaped(why)}")
             continue
         if os.path.lexists(target) and not args.overwrite:
             existing.append(target)
@@ -386,35 +389,6 @@ def build_describer(args: argparse.Namespace) -> Describer | None:
     from dcgd.describe.clip_describer import load_region_describer
 
     return load_region_describer(args.describer, args.describer_pretrained)
-
-
-def pick_device(name: str | None) -> str:
-    """``name``, checked to be a torch device that exists here (default: cuda, else cpu)."""
-    import torch
-
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigError(
-            f"--device {name!r} is not a torch device ({one_line(err)}); use cpu or cuda[:N]"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: no CUDA device is available here; use --device cpu"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"--device {name}: this machine has {count} CUDA device(s)")
-        return name
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, ValueError) as err:
-        message = one_line(str(err).strip().splitlines()[0] if str(err).strip() else err)
-        raise ConfigError(f"--device {name} cannot be used here ({message}); use cpu") from None
-    return name
 
 
 def write_result(job: Job, image: KeptImage, root: Path | None, overwrite: bool) -> str | None:
@@ -474,12 +448,12 @@ def fill(
         except DCGDError as err:
             if single:
                 raise
-            skipped.append(f"{shown(job.key)}: {one_line(err)}")
+            skipped.append(f"{shown(job.key)}: {escaped(err)}")
             continue
         try:
             why = write_result(job, kept.filled(result.image, result.mask), todo.root, overwrite)
         except (OSError, DataError) as err:  # disk full, permissions: every later one too
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else one_line(err)
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else escaped(err)
             raise DataError(
                 f"cannot write {job.out} ({reason}); {done} result(s) were written before it. "
                 "Check free space and permissions of --out"
@@ -487,22 +461,28 @@ def fill(
         if why:
             if single:
                 raise DataError(why)
-            skipped.append(f"{shown(job.key)}: {one_line(why)}")
+            skipped.append(f"{shown(job.key)}: {escaped(why)}")
             continue
         done += 1
     return done
 
 
+def require_checkpoint(path: Path) -> None:
+    """Refuse a missing --checkpoint before anything loads (``remove`` and ``app``)."""
+    if not path.exists():
+        raise ModelLoadError(
+            f"checkpoint {path} does not exist; give a .ckpt written by 'python -m "
+            "dcgd fit' (e.g. runs/<name>/checkpoints/last.ckpt) or a folder from 'dcgd export'"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    from dcgd.devices import resolve_device
     from dcgd.method.guidance import needed_descriptions
     from dcgd.sampling.pipeline import load_pipeline
 
-    if not args.checkpoint.exists():
-        raise ModelLoadError(
-            f"checkpoint {args.checkpoint} does not exist; give a .ckpt written by 'python -m "
-            "dcgd fit' (e.g. runs/<name>/checkpoints/last.ckpt) or a folder from 'dcgd export'"
-        )
-    device = pick_device(args.device)
+    require_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
     todo = plan(args)  # every refusal about files happens here, before the model loads
     prompts = read_prompt_file(args.prompts) if args.prompts else {}
     unused = sorted(set(prompts) - {job.key for job in todo.jobs})

@@ -6,8 +6,15 @@ Batches follow DESIGN.md §2: ``source`` / ``target`` ``[B,3,H,W]`` in [-1,1], `
 for the leak test, never a model input), ``mask_ratio`` ``[B]``, ``bucket`` ``[B]`` (index
 into ``buckets``, -1 outside), ``id``, ``kind`` (hole / paste), ``object_label`` /
 ``scene_label`` (what the dataset knows, "" otherwise) and, with a describer, ``t_info`` /
-``t_mask``, attached on the device after transfer so CLIP runs batched on the GPU (and read
-from the cache when one is set).
+``t_mask``.
+
+Descriptions are made in the data path: the loaders' collate step (``dcgd.data.collate``)
+describes each batch where it is made, in the DataLoader worker (or the main process with
+``num_workers: 0``), on the CPU, so any plain loop over ``val_dataloader()`` yields described
+batches, inside Lightning or not. At scale they come from the description cache
+(``description_cache``), which ``python -m dcgd describe`` fills beforehand on a GPU; the
+workers then only read it, and describe (CLIP on the CPU) just what it misses, written back
+by global rank 0 alone.
 
 DDP: the training sampler gives each rank a disjoint shard of a per-epoch permutation; the
 validation and test sets are pure functions of ``seed``, identical whatever the world size.
@@ -39,12 +46,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dcgd.data.buckets import BUCKET_NAMES, parse_bucket
+from dcgd.data.collate import DescribeCollate
 from dcgd.data.cutouts import build_cutouts
 from dcgd.data.dataset import InpaintingDataset, PairSettings
 from dcgd.data.masks import MaskFolder, MaskSettings
 from dcgd.data.paired import PairedDataset
 from dcgd.data.sources import build_source
-from dcgd.describe.base import Describer, attach_descriptions
+from dcgd.describe.base import Describer
+from dcgd.describe.cache import CachedDescriber, global_rank
 from dcgd.errors import ConfigError, DataError
 from dcgd.validation import finite, whole
 
@@ -135,8 +144,12 @@ class InpaintingDataModule(L.LightningDataModule):
         val_per_bucket / test_per_bucket: fixed evaluation samples per bucket.
         seed: fixes the evaluation sets and the training stream.
         describer: what writes ``t_info`` / ``t_mask`` (e.g. ``LabelDescriber`` for the built-in
-            data, ``ClipRegionDescriber`` for real data); ``None`` leaves batches undescribed.
-        description_cache: folder of the description cache (rank 0 writes, others read).
+            data, ``ClipRegionDescriber`` for real data), run by the loaders' collate step in
+            the DataLoader workers, on the CPU; ``None`` leaves batches undescribed.
+        description_cache: folder of the description cache; fill it on a GPU beforehand with
+            ``python -m dcgd describe --config <this config>`` (at scale, CLIP in the workers
+            is too slow). What it misses is described on the fly, and written back by global
+            rank 0 only; the other ranks read.
         places_small: Places365 256 px images (``data_256_standard``) rather than large.
         num_workers / pin_memory / persistent_workers / prefetch_factor: DataLoader settings.
 
@@ -280,8 +293,6 @@ class InpaintingDataModule(L.LightningDataModule):
         }
         self.describer = describer
         if describer is not None and description_cache is not None:
-            from dcgd.describe.cache import CachedDescriber
-
             self.describer = CachedDescriber(describer, description_cache, write="rank0")
         self.datasets: dict[str, InpaintingDataset] = {}
         self.skipped_files: list[str] = []
@@ -349,6 +360,8 @@ class InpaintingDataModule(L.LightningDataModule):
             sampler=sampler,
             shuffle=False,
             drop_last=sampler is not None,
+            # The rank is taken now, in this process: the workers may not be able to tell it.
+            collate_fn=DescribeCollate(self.describer, self._global_rank()),
             worker_init_fn=_one_thread_worker,
             **self.loader_settings,
         )
@@ -379,6 +392,11 @@ class InpaintingDataModule(L.LightningDataModule):
         if trainer is None:
             return 1, 0
         return trainer.world_size, trainer.global_rank
+
+    def _global_rank(self) -> int:
+        """This process's global rank: the trainer's, else torch.distributed's (or ``RANK``)."""
+        trainer = self.trainer
+        return trainer.global_rank if trainer is not None else global_rank()
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self) -> dict[str, int]:
@@ -416,11 +434,20 @@ class InpaintingDataModule(L.LightningDataModule):
         return state["batches"] * self.batch_size, state["epoch"]
 
     # ------------------------------------------------------------------ per batch
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+    def record_skipped(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Move the batch's ``skipped`` (unreadable files) to :attr:`skipped_files`.
+
+        Here in the main process, not in the collate step: a worker's copy of the data module
+        is not this one, so the names travel in the batch.
+        """
         skipped = batch.pop("skipped", None)
         if skipped:
             self.skipped_files += [line for text in skipped for line in text.splitlines() if line]
-        return attach_descriptions(batch, self.describer)
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        # Bookkeeping only: describing is the loaders' collate step (dcgd.data.collate).
+        return self.record_skipped(batch)
 
 
 class SkippedFilesReport(L.Callback):

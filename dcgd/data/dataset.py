@@ -27,6 +27,7 @@ inside the mask but off the object (the dilation ring) it is the target.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,35 +71,27 @@ class PairSettings:
     same_image_probability: float = 0.0
 
 
+@dataclass(eq=False, repr=False)  # compared and shown as an object, not field by field
 class InpaintingDataset(Dataset):
-    def __init__(
-        self,
-        source,
-        split: str,
-        size: int,
-        buckets: tuple[Bucket, ...],
-        pairs: PairSettings,
-        cutouts=None,
-        mask_folder: MaskFolder | None = None,
-        seed: int = 0,
-        per_bucket: int | None = None,
-    ) -> None:
+    source: Any  # an ImageSource or Procedural: len(), load(index, rng), name
+    split: str
+    size: int
+    buckets: tuple[Bucket, ...]
+    pairs: PairSettings
+    cutouts: Any = None  # dcgd.data.cutouts / coco: sample(rng, context), fill_fraction(label)
+    mask_folder: MaskFolder | None = None
+    seed: int = 0
+    per_bucket: int | None = None
+
+    def __post_init__(self) -> None:
+        split, source = self.split, self.source
         if split not in SPLIT_IDS:
             raise ValueError(f"split must be one of {list(SPLIT_IDS)}, got {split!r}")
-        if pairs.paste_probability > 0 and cutouts is None:
+        if self.pairs.paste_probability > 0 and self.cutouts is None:
             raise DataError("paste pairs need cut-outs: set data.cutouts (e.g. procedural)")
-        self.source = source
-        self.split = split
         self.split_id = SPLIT_IDS[split]
-        self.size = size
-        self.buckets = buckets
-        self.pairs = pairs
-        self.cutouts = cutouts
-        self.mask_folder = mask_folder
-        self.seed = seed
-        self.per_bucket = per_bucket
         self.train = split == "train"
-        if not self.train and not per_bucket:
+        if not self.train and not self.per_bucket:
             raise ValueError("an evaluation split needs per_bucket > 0")
         if len(source) == 0:
             raise DataError(f"the {split} split of {source.name} is empty")
@@ -107,12 +100,12 @@ class InpaintingDataset(Dataset):
         self.order = (
             None
             if self.train
-            else seeded_rng(seed, STREAM_EVAL_SAMPLE, self.split_id).permutation(len(source))
+            else seeded_rng(self.seed, STREAM_EVAL_SAMPLE, self.split_id).permutation(len(source))
         )
-        if mask_folder is not None:
+        if self.mask_folder is not None:
             # Read and bucket the folder now, once: workers inherit it, and a folder with no
             # mask in some bucket fails here, at setup, not hours into a run.
-            mask_folder.by_bucket((size, size), buckets)
+            self.mask_folder.by_bucket((self.size, self.size), self.buckets)
 
     def __len__(self) -> int:
         return len(self.source) if self.train else self.per_bucket * len(self.buckets)

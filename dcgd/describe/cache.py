@@ -17,17 +17,24 @@ read from the cache has empty ``scores``.
 
 Who writes: ``python -m dcgd describe`` (one process) fills the cache; in training,
 :class:`CachedDescriber` writes from global rank 0 only (``write="rank0"``) or not at all
-(``write="never"``), the other ranks read.
+(``write="never"``), the other ranks read. Training describes in its DataLoader workers,
+processes that ``torch.distributed`` may not know (a spawned worker has no process group):
+the data module runs each describe call under :func:`acting_rank` with the rank it captured
+when it built the loader, and each worker (rank 0's, when several) writes shards of its own,
+flushed when the worker exits.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,7 +86,28 @@ def select(batch: dict[str, Any], indices: list[int]) -> dict[str, Any]:
     return out
 
 
+# The rank a caller vouches for (see acting_rank); None: ask torch.distributed / the env.
+_ACTING_RANK: ContextVar[int | None] = ContextVar("dcgd_acting_rank", default=None)
+
+
+@contextmanager
+def acting_rank(rank: int) -> Iterator[None]:
+    """Describe as global rank ``rank`` inside the block.
+
+    For a DataLoader worker: a process of its own, with no process group when spawned and no
+    ``RANK`` in its environment under Lightning's launchers, so it cannot tell its rank itself.
+    """
+    token = _ACTING_RANK.set(int(rank))
+    try:
+        yield
+    finally:
+        _ACTING_RANK.reset(token)
+
+
 def global_rank() -> int:
+    acting = _ACTING_RANK.get()
+    if acting is not None:
+        return acting
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank()
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
@@ -186,6 +214,7 @@ class CachedDescriber(Describer):
         self.computed = 0
         self._cache: DescriptionCache | None = None
         self._last_scan = 0.0
+        self._flush_pid: int | None = None  # the process whose exit flushes the pending
 
     @property
     def cache(self) -> DescriptionCache:
@@ -194,8 +223,15 @@ class CachedDescriber(Describer):
                 self.cache_dir, self.describer.settings(), self.shard_size
             )
             self._last_scan = time.monotonic()
-            if self.write != "never":
-                atexit.register(self.flush)
+        if self.write != "never" and self._flush_pid != os.getpid():
+            # First use in this process (the main one, or a DataLoader worker that got a copy).
+            if self._flush_pid is not None:
+                # A copy's pending descriptions are the parent's, which writes them itself.
+                self._cache.pending = {}
+            self._flush_pid = os.getpid()
+            # A multiprocessing finalizer, not atexit: a forked worker leaves by os._exit,
+            # which skips atexit but runs these (the main process runs them at exit too).
+            mp_util.Finalize(self, self.flush, exitpriority=10)
         return self._cache
 
     @property
@@ -229,5 +265,7 @@ class CachedDescriber(Describer):
         return found  # type: ignore[return-value]
 
     def flush(self) -> None:
-        if self._cache is not None and self.writes:
+        # Only a writer puts pending descriptions: no rank check here, which at a worker's
+        # exit (outside acting_rank) could not tell the rank anyway.
+        if self._cache is not None:
             self._cache.flush()

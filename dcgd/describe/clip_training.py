@@ -22,7 +22,39 @@ from dcgd.describe.contrastive import info_nce, region_text_pairs
 from dcgd.describe.regions import clip_normalize
 
 
-class ClipTrainingModule(L.LightningModule):
+class ContrastiveModule(L.LightningModule):
+    """A module trained by its ``contrastive_loss`` of a batch, logged as ``train/loss`` and
+    ``val/loss`` (``ClipTrainingModule`` here, ``dcgd.training.text_encoder``'s τθ). At the end
+    of training rank 0 writes it with ``save_model`` to ``hparams.save_dir`` (default
+    ``<default_root_dir>/<SAVE_FOLDER>``) and prints ``SAVED`` (``{path}``: where)."""
+
+    SAVE_FOLDER = "model"
+    SAVED = "model saved to {path}"
+
+    def contrastive_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def save_model(self, directory: str | Path) -> Path:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.contrastive_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["source"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.contrastive_loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["source"]), sync_dist=True)
+        return loss
+
+    def on_train_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        folder = self.hparams.save_dir or Path(self.trainer.default_root_dir) / self.SAVE_FOLDER
+        print(self.SAVED.format(path=self.save_model(folder)))
+
+
+class ClipTrainingModule(ContrastiveModule):
     """Train an open_clip model (both towers) with CLIP's loss on described regions.
 
     Args:
@@ -32,6 +64,9 @@ class ClipTrainingModule(L.LightningModule):
         margin / fill: region cutting, as in the describer.
         save_dir: where ``on_train_end`` writes the model (default ``<default_root_dir>/clip``).
     """
+
+    SAVE_FOLDER = "clip"
+    SAVED = "CLIP model saved to {path} (describer: clip_model: {path})"
 
     def __init__(
         self,
@@ -65,16 +100,6 @@ class ClipTrainingModule(L.LightningModule):
         scale = self.model.logit_scale.exp().clamp(max=100)
         return info_nce(F.normalize(text_emb, dim=-1), F.normalize(image_emb, dim=-1), texts, scale)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.contrastive_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["source"]))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.contrastive_loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["source"]), sync_dist=True)
-        return loss
-
     def configure_optimizers(self) -> dict[str, Any]:
         # No weight decay on gains, biases, embeddings and the temperature (CLIP's recipe).
         decay, no_decay = [], []
@@ -97,10 +122,3 @@ class ClipTrainingModule(L.LightningModule):
     def save_model(self, directory: str | Path) -> Path:
         """Write the open_clip directory that ``load_clip`` / the describer load."""
         return save_clip(self.model, self.model_cfg, directory)
-
-    def on_train_end(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        directory = self.hparams.save_dir or Path(self.trainer.default_root_dir) / "clip"
-        path = self.save_model(directory)
-        print(f"CLIP model saved to {path} (describer: clip_model: {path})")

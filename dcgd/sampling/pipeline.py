@@ -66,11 +66,16 @@ class PipelineSettings:
         check_layout(self.layout)
         check_prompt_mode(self.prompt_mode)
         check_known_region(self.known_region)
-        finite("w", self.w)
-        whole("steps", self.steps, 1)
-        whole("seed", self.seed, 0)
+        check_sampling(self.w, self.steps, self.seed)
         if self.latent_space not in ("vae", "pixel"):
             raise ConfigError(f"latent_space must be 'vae' or 'pixel', got {self.latent_space!r}")
+
+
+def check_sampling(w: float, steps: int, seed: int, steps_name: str = "steps") -> None:
+    """A NaN ``w`` fills the hole with black; zero steps fail deep inside the scheduler."""
+    finite("w", w)
+    whole(steps_name, steps, 1)
+    whole("seed", seed, 0)
 
 
 class DCGDPipeline:

@@ -7,8 +7,6 @@ import copy
 import torch
 from torch import nn
 
-from dcgd.validation import finite
-
 
 class EMA(nn.Module):
     """A frozen copy of ``model`` updated as ``ema ← d·ema + (1−d)·model``.
@@ -20,7 +18,6 @@ class EMA(nn.Module):
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
-        finite("ema_decay", decay, 0, 1, high_open=True)  # 1: weights that never move
         self.decay = decay
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))

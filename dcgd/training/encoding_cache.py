@@ -27,7 +27,6 @@ import torch
 
 from dcgd.components.text_encoder import TextConditioner
 from dcgd.errors import ConfigError
-from dcgd.validation import finite
 
 
 def content_keys(kind: str, images: torch.Tensor) -> list[str]:
@@ -102,9 +101,8 @@ class EncodingCache:
 def build_encoding_cache(
     enabled: bool, text: TextConditioner, text_trains: bool, gib: float
 ) -> EncodingCache | None:
-    """A cache of ``gib`` GiB when ``enabled``, refused where a cached output would be stale
-    or random."""
-    finite("cache_gib", gib, 0)  # 0: a cache that holds nothing (caching off)
+    """A cache of ``gib`` GiB (checked by the caller) when ``enabled``, refused where a
+    cached output would be stale or random."""
     if not enabled:
         return None
     if text_trains:

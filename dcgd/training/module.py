@@ -23,15 +23,15 @@ from dcgd.method.guidance import batch_descriptions
 from dcgd.method.input import encode_conditions
 from dcgd.method.loss import LossSettings, per_sample_loss
 from dcgd.method.randomness import Generators, sample_generators, sample_ids
-from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings
+from dcgd.sampling.pipeline import DCGDPipeline, PipelineSettings, check_sampling
 from dcgd.tracking.images import log_validation_grid
 from dcgd.training.arguments import DCGD_MODULE_DOC
 from dcgd.training.ema import EMA
 from dcgd.training.encoding_cache import build_encoding_cache, cached, cached_prompts
-from dcgd.training.optim import adam, check_rates
+from dcgd.training.optim import adam, check_optimisation
 from dcgd.training.sample_mean import SampleMean, id_keys
 from dcgd.training.speed_switches import apply_speed_switches, check_compile
-from dcgd.validation import whole
+from dcgd.validation import finite, whole
 
 CHECKPOINT_FORMAT = 2  # 2: the checkpoint holds its components' configs (loads with no hub)
 
@@ -75,11 +75,13 @@ class DCGDModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         # Settings first, before any model loads: a bad number fails in a second, not an hour.
-        check_rates(lr, text_lr, weight_decay)
+        check_optimisation(lr, text_lr, weight_decay, ema_decay)
         self.loss_settings = LossSettings(
             layout, prompt_mode, loss, w_train, prompt_dropout, snr_gamma
         )
+        check_sampling(w, val_steps, seed, steps_name="val_steps")
         whole("grid_samples", grid_samples, 0)
+        finite("cache_gib", cache_gib, 0)  # 0: a cache that holds nothing (caching off)
         check_compile(compile_unet, compile_options)
 
         parts = build_components(
@@ -100,7 +102,6 @@ class DCGDModule(L.LightningModule):
         self._compiled = False  # see setup
         # Side of the training images, saved in checkpoints: the resolution `remove` works at.
         self.resolution: int | None = None
-        self.pipeline_settings()  # checks w, sampler steps and seed now
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile_unet and not self._compiled:

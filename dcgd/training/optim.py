@@ -11,12 +11,17 @@ import torch
 from dcgd.validation import finite
 
 
-def check_rates(lr: float, text_lr: float | None, weight_decay: float) -> None:
-    """Before any model loads: a NaN or zero learning rate trains for hours to nothing."""
+def check_optimisation(
+    lr: float, text_lr: float | None, weight_decay: float, ema_decay: float | None
+) -> None:
+    """Before any model loads: a NaN or zero learning rate, or an EMA decay of 1 (weights
+    that never move), would otherwise train for hours to nothing."""
     finite("lr", lr, 0, low_open=True)
     if text_lr is not None:
         finite("text_lr", text_lr, 0, low_open=True)
     finite("weight_decay", weight_decay, 0)
+    if ema_decay is not None:
+        finite("ema_decay", ema_decay, 0, 1, high_open=True)
 
 
 def adam(

@@ -154,14 +154,8 @@ class PreemptionCheckpoint(L.Callback):
         # next one's: no save until the next step.
         self._consistent = False
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
+        # (pl_module, outputs, batch, batch_idx): Lightning passes them by position; unused.
         if trainer.global_step == self._step_at_batch_start:
             return  # accumulating gradients: not between two optimizer steps
         interval = self._interval()

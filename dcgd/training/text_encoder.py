@@ -13,13 +13,13 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import nn
 
 from dcgd.components.text_encoder import TextConditioner
 from dcgd.describe.clip_describer import encode_images
 from dcgd.describe.clip_model import LoadedClip, load_clip
+from dcgd.describe.clip_training import ContrastiveModule
 from dcgd.describe.contrastive import info_nce, region_text_pairs
 from dcgd.errors import ConfigError
 from dcgd.training.open_clip_text import text_conditioner_from_open_clip
@@ -53,7 +53,7 @@ def set_trainable(text: TextConditioner, layers: int | Literal["all"], embedding
     text_model.embeddings.requires_grad_(embeddings)
 
 
-class TextEncoderModule(L.LightningModule):
+class TextEncoderModule(ContrastiveModule):
     """Fine-tune a ``TextConditioner`` against frozen open_clip image embeddings.
 
     Args:
@@ -75,6 +75,9 @@ class TextEncoderModule(L.LightningModule):
         save_dir: where ``on_train_end`` writes the encoder (default
             ``<default_root_dir>/text_encoder``).
     """
+
+    SAVE_FOLDER = "text_encoder"
+    SAVED = "fine-tuned text encoder saved to {path} (load: TextConditioner.from_pretrained)"
 
     def __init__(
         self,
@@ -150,16 +153,6 @@ class TextEncoderModule(L.LightningModule):
         text_emb = self.projection(self.text.pooled(texts))
         return info_nce(text_emb, image_emb, texts, self.logit_scale.exp().clamp(max=100))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.contrastive_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["source"]))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.contrastive_loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["source"]), sync_dist=True)
-        return loss
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         text_params = [p for p in self.text.parameters() if p.requires_grad]
         head_params = [p for p in self.projection.parameters()] + [self.logit_scale]
@@ -171,15 +164,8 @@ class TextEncoderModule(L.LightningModule):
             weight_decay=self.hparams.weight_decay,
         )
 
-    def save_text_encoder(self, directory: str | Path) -> Path:
+    def save_model(self, directory: str | Path) -> Path:
         """Write τθ as ``text_encoder/`` + ``tokenizer/`` (``TextConditioner.from_pretrained``)."""
         directory = Path(directory)
         self.text.save_pretrained(directory)
         return directory
-
-    def on_train_end(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        directory = self.hparams.save_dir or Path(self.trainer.default_root_dir) / "text_encoder"
-        path = self.save_text_encoder(directory)
-        print(f"fine-tuned text encoder saved to {path} (load: TextConditioner.from_pretrained)")

@@ -13,6 +13,7 @@ import uvicorn
 from PIL import Image
 
 from dcgd.app.server import Limits, create_app
+from dcgd.describe.base import Describer, Description
 from dcgd.sampling.pipeline import load_pipeline
 from tests.training.tiny import fit_tiny_checkpoint
 
@@ -74,3 +75,24 @@ def read_png(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG"
         return np.asarray(image).copy()
+
+
+class CountingDescriber(Describer):
+    """A describer for the tests: ``describe_window`` says what one window is (its source
+    ``[3,S,S]`` and mask ``[1,S,S]``), and ``calls`` counts the batches it was asked about."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def settings(self) -> dict:
+        return {"kind": type(self).__name__}
+
+    def describe(self, batch: dict) -> list[Description]:
+        self.calls += 1
+        return [
+            self.describe_window(source, mask)
+            for source, mask in zip(batch["source"], batch["mask"], strict=True)
+        ]
+
+    def describe_window(self, source, mask) -> Description:
+        raise NotImplementedError

@@ -12,8 +12,8 @@ import requests
 
 from dcgd.app.server import create_app
 from dcgd.cli import main
-from dcgd.describe.base import Describer, Description
-from tests.app.conftest import LIMITS, box_mask, photo, png, read_png, serve
+from dcgd.describe.base import Description
+from tests.app.conftest import LIMITS, CountingDescriber, box_mask, photo, png, read_png, serve
 
 STEPS = {"steps": "2"}
 
@@ -163,18 +163,11 @@ def test_model_health_progress_and_the_offline_docs_and_page(server, pipeline):
     assert "<canvas" in page.text
 
 
-class _Fixed(Describer):
+class _Fixed(CountingDescriber):
     """Describes every window the same way, and counts how often it was asked."""
 
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def settings(self) -> dict:
-        return {"kind": "fixed"}
-
-    def describe(self, batch: dict) -> list[Description]:
-        self.calls += 1
-        return [Description(t_info="a sunny beach", t_mask="a red ball")] * len(batch["source"])
+    def describe_window(self, source, mask) -> Description:
+        return Description(t_info="a sunny beach", t_mask="a red ball")
 
 
 def test_empty_descriptions_come_from_the_describer_and_typed_ones_win(pipeline):

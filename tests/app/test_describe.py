@@ -10,30 +10,20 @@ import pytest
 import requests
 
 from dcgd.app.server import create_app
-from dcgd.describe.base import Describer, Description
+from dcgd.describe.base import Description
 from dcgd.sampling.remover import Remover
-from tests.app.conftest import LIMITS, box_mask, photo, png, serve
+from tests.app.conftest import LIMITS, CountingDescriber, box_mask, photo, png, serve
 
 
-class _Measuring(Describer):
+class _Measuring(CountingDescriber):
     """Describes a window by what is in it (its mean colour and the masked pixels), so two
     descriptions agree only if they were made of the same window at the same size."""
 
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def settings(self) -> dict:
-        return {"kind": "measuring"}
-
-    def describe(self, batch: dict) -> list[Description]:
-        self.calls += 1
-        return [
-            Description(
-                t_info=f"mean {float(source.mean()):.6f} of {tuple(source.shape)}",
-                t_mask=f"{int(mask.sum())} masked pixels",
-            )
-            for source, mask in zip(batch["source"], batch["mask"], strict=True)
-        ]
+    def describe_window(self, source, mask) -> Description:
+        return Description(
+            t_info=f"mean {float(source.mean()):.6f} of {tuple(source.shape)}",
+            t_mask=f"{int(mask.sum())} masked pixels",
+        )
 
 
 def test_describe_gives_what_the_removal_reads(pipeline):

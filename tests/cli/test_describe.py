@@ -76,12 +76,13 @@ def test_describe_fills_the_cache_and_a_rerun_computes_nothing(tmp_path, capsys)
     second = _counts(capsys.readouterr().out)
     assert second == {"train": (48, 0, 48), "val": (8, 0, 8), "test": (12, 0, 12)}
 
-    # Training reads that cache: the data module's describer finds every val sample there.
+    # Training reads that cache: the data module's loaders (their collate step) describe
+    # every val sample from it, in a plain loop, with no Lightning hook.
     datamodule = build_datamodule(read_data_section([config]))
     assert isinstance(datamodule.describer, CachedDescriber)
     loader = datamodule.val_dataloader()
     for batch in loader:
-        datamodule.on_after_batch_transfer(batch, 0)
+        assert len(batch["t_info"]) == len(batch["t_mask"]) == len(batch["source"])
     assert datamodule.describer.computed == 0 and datamodule.describer.hits == 8
 
 

@@ -11,6 +11,7 @@ from dcgd.data.masks import postprocess
 from dcgd.data.photos import load_photo
 from dcgd.sampling.pipeline import load_pipeline
 from dcgd.sampling.remover import Remover
+from tests.cli.helpers import error_line
 from tests.training.tiny import fit_tiny_checkpoint
 
 
@@ -98,30 +99,24 @@ def test_a_folder_is_matched_by_name_and_equals_single_runs(checkpoint, coffee, 
     assert _read(tmp_path / "out" / "sub" / "astronaut.png").shape == photo.shape
 
 
-def _error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
 def test_bad_input_exits_non_zero_with_one_clear_line(checkpoint, coffee, tmp_path, capsys):
     image, mask = coffee
     out = tmp_path / "out.png"
     small = _save(tmp_path / "small.png", np.full((100, 100), 255, np.uint8))
     assert _remove(checkpoint, image, small, out) == 2
-    assert "is 100x100 but its image" in _error_line(capsys)
+    assert "is 100x100 but its image" in error_line(capsys)
 
     empty = _save(tmp_path / "empty.png", np.zeros((400, 600), np.uint8))
     assert _remove(checkpoint, image, empty, out) == 2
-    assert "is empty" in _error_line(capsys)
+    assert "is empty" in error_line(capsys)
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(_read(image).tobytes()[:1000])
     assert _remove(checkpoint, broken, mask, out) == 2
-    assert "cannot decode image" in _error_line(capsys)
+    assert "cannot decode image" in error_line(capsys)
 
     assert _remove(tmp_path / "nowhere.ckpt", image, mask, out) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "nowhere.ckpt does not exist" in line
     assert not out.exists()
 
@@ -145,7 +140,7 @@ def test_in_a_folder_a_bad_pair_is_skipped_and_reported(checkpoint, coffee, tmp_
 
     (masks / "good.png").unlink()  # no image has a mask: the folders do not pair at all
     assert _remove(checkpoint, images, masks, tmp_path / "out3") == 2
-    assert "has a mask of the same name" in _error_line(capsys)
+    assert "has a mask of the same name" in error_line(capsys)
 
 
 def test_missing_descriptions_are_warned_about(checkpoint, coffee, tmp_path, capsys):

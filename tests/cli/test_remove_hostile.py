@@ -22,6 +22,7 @@ from dcgd.cli import main
 from dcgd.errors import ConfigError
 from dcgd.sampling.pipeline import load_pipeline
 from dcgd.sampling.remover import Remover
+from tests.cli.helpers import error_line, help_text
 from tests.training.tiny import fit_tiny_checkpoint
 
 H, W = 24, 40  # tiny images: the tiny model runs at 32 px, a mirrored window covers them
@@ -53,12 +54,6 @@ def _remove(checkpoint, image, mask, out, *extra) -> int:
         ["remove", "--checkpoint", str(checkpoint), "--image", str(image), "--mask", str(mask),
          "--out", str(out), "--steps=2", "--prompt-mode=none", *extra]
     )  # fmt: skip
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def _hole() -> np.ndarray:
@@ -156,7 +151,7 @@ def test_a_numeric_option_out_of_range_is_refused_in_one_line(
     mask = _save(tmp_path / "m.png", _hole())
     out = tmp_path / "out.png"
     assert _remove(checkpoint, image, mask, out, f"{option}={value}") == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert line.startswith(f"error: {option} must be ")
     assert allowed in line and repr(value) in line
     assert not out.exists() and loads == []
@@ -166,7 +161,7 @@ def test_a_device_that_does_not_exist_is_refused_in_one_line(checkpoint, tmp_pat
     image = _save(tmp_path / "a.png", _make("RGB"))
     mask = _save(tmp_path / "m.png", _hole())
     assert _remove(checkpoint, image, mask, tmp_path / "o.png", "--device=banana") == 2
-    assert _error_line(capsys).startswith("error: --device 'banana' is not a torch device")
+    assert error_line(capsys).startswith("error: --device 'banana' is not a torch device")
 
 
 def test_the_remover_refuses_nan_and_steps_the_model_cannot_take(checkpoint):
@@ -250,7 +245,7 @@ def test_a_mode_that_cannot_be_kept_is_refused_in_one_line(
     mask = _save(tmp_path / "m.png", _hole())
     out = tmp_path / "out.png"
     assert _remove(checkpoint, path, mask, out) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert why in line and line.endswith(" first")  # says what to do
     assert not out.exists() and loads == []
 
@@ -265,7 +260,7 @@ def test_an_output_format_that_cannot_hold_the_mode_is_refused_before_the_model_
     mask = _save(tmp_path / "m.png", _hole())
     out = tmp_path / f"out{suffix}"
     assert _remove(checkpoint, image, mask, out) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert f"cannot hold {image} ({mode})" in line and ".png or .tif" in line
     assert not out.exists() and loads == []
 
@@ -303,7 +298,7 @@ def test_an_input_is_never_written_over(checkpoint, tmp_path, capsys, loads, ali
     code = _remove(checkpoint, image, mask, out, *extra)
     assert (image.read_bytes(), mask.read_bytes()) == before
     assert code == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "never writes over its inputs (not even with --overwrite)" in line
     assert loads == []
 
@@ -316,7 +311,7 @@ def test_an_existing_output_is_replaced_only_with_overwrite(checkpoint, tmp_path
     code = _remove(checkpoint, image, mask, out)
     assert out.read_bytes() == b"precious"
     assert code == 2 and loads == []
-    assert "already exists; pass --overwrite" in _error_line(capsys)
+    assert "already exists; pass --overwrite" in error_line(capsys)
     assert _remove(checkpoint, image, mask, out, "--overwrite") == 0
     assert _read(out)[1].shape == (H, W, 3)
 
@@ -379,7 +374,7 @@ def test_a_folder_run_refuses_an_out_inside_its_inputs(
     code = _remove(checkpoint, images, masks, out, "--overwrite")
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*.png"))} == before
     assert code == 2 and loads == []
-    assert f"is inside the {what} folder" in _error_line(capsys)
+    assert f"is inside the {what} folder" in error_line(capsys)
 
 
 def test_a_folder_run_refuses_existing_results_without_overwrite(
@@ -391,7 +386,7 @@ def test_a_folder_run_refuses_existing_results_without_overwrite(
     code = _remove(checkpoint, images, masks, out)
     assert not (out / "a.png").exists() and _read(out / "b.png")[1].shape == (2, 2)
     assert code == 2 and loads == []
-    assert "1 result(s) already exist" in _error_line(capsys)
+    assert "1 result(s) already exist" in error_line(capsys)
     assert _remove(checkpoint, images, masks, out, "--overwrite") == 0
     assert _read(out / "b.png")[1].shape == (H, W, 3)
 
@@ -456,10 +451,7 @@ def test_a_folder_skips_each_unusable_file_in_one_line_and_does_the_rest(
 
 
 def test_help_explains_overwrite_the_rules_and_the_exit_status(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["remove", "--help"])
-    assert exit_.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
+    text = help_text(capsys, "remove")
     assert "--overwrite replace outputs that already exist" in text
     assert "never written over (not even with --overwrite)" in text
     assert "16-bit gray and 16-bit RGB/RGBA" in text and "CMYK" in text

@@ -4,7 +4,8 @@
   seeded generator (``dcgd.data.masks.eval_mask``), one per bucket;
 - seeded RANDOM torchvision backbones saved under the torchvision file names, for testing
   the LPIPS loading path and wiring against the ``lpips`` package on the same weights.
-  Their numbers are not LPIPS and are never reported.
+  Their numbers are not LPIPS and are never reported;
+- a quiet one-CPU Lightning trainer that runs a callback (``TableOneCallback``) under ``root``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import lightning as L
 import numpy as np
 import torch
 from skimage import data as skdata
@@ -75,3 +77,16 @@ def save_backbones(folder: Path, nets: tuple[str, ...] = ("alex", "vgg"), seed: 
     for net in nets:
         save_backbone(folder / LPIPS_BACKBONE_URLS[net].rsplit("/", 1)[1], net, seed)
     return folder
+
+
+def table_trainer(callback: L.Callback, root: Path) -> L.Trainer:
+    """A one-CPU trainer with ``callback``, writing under ``root``, no logger or progress bar."""
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[callback],
+        default_root_dir=str(root),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )

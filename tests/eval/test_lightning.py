@@ -22,6 +22,7 @@ from dcgd.errors import DCGDError
 from dcgd.eval.baselines import telea
 from dcgd.eval.metrics import composite
 from dcgd.eval.table_callback import TableOneCallback
+from tests.eval.helpers import table_trainer
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")
 
@@ -50,22 +51,10 @@ def _datamodule(size: int = 32, per_bucket: int = 2) -> InpaintingDataModule:
     )
 
 
-def _trainer(callback: TableOneCallback, root: Path) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        callbacks=[callback],
-        default_root_dir=str(root),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-
-
 def test_table_without_mlflow_lands_in_the_run_directory(tmp_path):
     callback = TableOneCallback(baselines=["opencv_telea"], lpips=[], removal=["residue"])
     datamodule = _datamodule()
-    _trainer(callback, tmp_path).test(Blur(), datamodule=datamodule)
+    table_trainer(callback, tmp_path).test(Blur(), datamodule=datamodule)
     out = tmp_path / "eval"
     assert {p.name for p in out.iterdir()} >= {"table1.md", "table1.csv", "per_image.csv"}
     assert (out / "grids" / "test.png").is_file()
@@ -111,7 +100,7 @@ def test_clip_at_n_column_with_a_saved_clip(tmp_path):
         clip_templates="procedural_templates.txt",
         clip_top_n=[1, 3],
     )
-    _trainer(callback, tmp_path).test(Blur(), datamodule=_datamodule(per_bucket=1))
+    table_trainer(callback, tmp_path).test(Blur(), datamodule=_datamodule(per_bucket=1))
     rows = list(csv.DictReader(io.StringIO((tmp_path / "eval" / "per_image.csv").read_text())))
     assert len(rows) == 4 and {r["kind"] for r in rows} == {"hole", "paste"}
     for row in rows:  # defined on paste pairs only, and a success rate
@@ -123,7 +112,9 @@ def test_clip_at_n_column_with_a_saved_clip(tmp_path):
 def test_a_test_step_without_result_is_a_clear_error(tmp_path):
     callback = TableOneCallback(baselines=[], lpips=[], removal=[])
     with pytest.raises(DCGDError, match=r"test_step to return \{'result'"):
-        _trainer(callback, tmp_path).test(Blur(output=""), datamodule=_datamodule(per_bucket=1))
+        table_trainer(callback, tmp_path).test(
+            Blur(output=""), datamodule=_datamodule(per_bucket=1)
+        )
 
 
 def test_a_padding_sampler_does_not_count_images_twice(tmp_path):
@@ -135,7 +126,7 @@ def test_a_padding_sampler_does_not_count_images_twice(tmp_path):
     )
     callback = TableOneCallback(baselines=[], lpips=[], removal=[])
     with pytest.warns(UserWarning, match="scored twice"):
-        _trainer(callback, tmp_path).test(Blur(), dataloaders=twice)
+        table_trainer(callback, tmp_path).test(Blur(), dataloaders=twice)
     rows = (tmp_path / "eval" / "per_image.csv").read_text().splitlines()
     assert len(rows) == 1 + 4
     assert "| psnr ↑ | all | 4 |" in (tmp_path / "eval" / "table1.md").read_text()
@@ -146,7 +137,7 @@ def test_with_two_callbacks_only_the_first_one_runs(tmp_path):
         TableOneCallback(baselines=[], lpips=[], removal=[], output_dir=str(tmp_path / name))
         for name in ("first", "last")
     )
-    trainer = _trainer(first, tmp_path)
+    trainer = table_trainer(first, tmp_path)
     trainer.callbacks.append(last)
     with pytest.warns(UserWarning, match="only the first one runs"):
         trainer.test(Blur(), datamodule=_datamodule(per_bucket=1))

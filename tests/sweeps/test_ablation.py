@@ -3,15 +3,19 @@ runs on a trained checkpoint, and ``compare`` turns its MLflow runs into a table
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
+from dataclasses import replace
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+import dcgd.sweeps.inference as inference
 from dcgd.cli import main
+from dcgd.sweeps.spec import load_spec
 from tests.sweeps.conftest import REPO
 
 SPEC = REPO / "sweeps" / "quickstart_ablation.yaml"
@@ -94,3 +98,45 @@ def test_compare_csv_lists_every_prompt_mode_and_writes_plots(ablation, capsys, 
         assert float(row["mae/0.3-0.4"]) == min(
             float(r["mae/0.3-0.4"]) for r in by_mode[row["prompt_mode"]]
         )
+
+
+def test_inference_trials_import_neither_lightning_nor_the_training_code():
+    """They sample through the inference pipeline alone (dcgd.sampling.pipeline)."""
+    tree = ast.parse(open(inference.__file__, encoding="utf-8").read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert not [
+        name
+        for name in imported
+        if name.split(".")[0] in ("lightning", "pytorch_lightning")
+        or name.startswith("dcgd.training")
+    ]
+
+
+@pytest.mark.slow
+def test_one_pipeline_per_use_ema_value_loaded_on_first_use_and_kept(tiny_checkpoint, monkeypatch):
+    loaded, load = [], inference.load_pipeline
+
+    def counting(path, use_ema=True):
+        loaded.append(use_ema)
+        return load(path, use_ema=use_ema)
+
+    monkeypatch.setattr(inference, "load_pipeline", counting)
+    spec = load_spec(SPEC)
+    trials = inference.InferenceTrials(replace(spec, inference={"split": "val"}), tiny_checkpoint)
+    trials.prepare()
+    assert loaded == [True]  # the default pipeline, so a model that cannot load fails early
+    default = trials.pipeline().settings
+    ema = trials.run({"prompt_mode": "dual", "w": 1.5})
+    raw = trials.run({"prompt_mode": "dual", "w": 1.5, "use_ema": False})
+    again = trials.run({"prompt_mode": "dual", "w": 1.5, "use_ema": False})
+    assert loaded == [True, False]
+    assert trials.pipelines[True].unet is not trials.pipelines[False].unet
+    # Unset settings are the checkpoint's (its val_steps: 2, its seed).
+    assert ema.params == {"prompt_mode": "dual", "w": 1.5, "steps": 2, "seed": default.seed}
+    assert raw.metrics == again.metrics  # seeded: the same samples
+    assert set(ema.metrics) == {"psnr", "ssim", "mae"}

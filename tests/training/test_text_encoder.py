@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dcgd.components.text_encoder import TextConditioner
+from dcgd.describe.base import attach_descriptions
 from dcgd.describe.contrastive import info_nce, region_text_pairs
 from dcgd.describe.regions import clip_normalize
 from dcgd.errors import ConfigError
@@ -21,7 +22,7 @@ STEPS = 40
 
 
 def _described(datamodule, split="val"):
-    return datamodule.on_after_batch_transfer(eval_batch(datamodule, split), 0)
+    return attach_descriptions(eval_batch(datamodule, split), datamodule.describer)
 
 
 @torch.no_grad()
