@@ -9,6 +9,7 @@ never half of one.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dcgd.errors import ConfigError, DataError
+from dcgd.errors import ConfigError, DataError, ModelLoadError, one_line
 
 
 def check_new_file(path: Path, flag: str, overwrite: bool) -> None:
@@ -167,3 +168,17 @@ def read_yaml(path: Path, what: str) -> Any:
     except yaml.YAMLError as err:
         why = " ".join(str(err).split())[:200]
         raise ConfigError(f"{what} {path} is not valid YAML: {why}") from None
+
+
+def read_model_json(path: Path, missing: str) -> dict[str, Any]:
+    """The JSON settings file of a saved model (``dcgd_pipeline.json``, ``open_clip_config.json``),
+    or one line: ``missing`` when it is not there, why when it is not JSON."""
+    if not path.is_file():
+        raise ModelLoadError(missing)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path} is not a JSON settings file ({one_line(err)})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} is not a JSON settings file (not an object)")
+    return data

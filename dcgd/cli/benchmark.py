@@ -569,7 +569,7 @@ def _load_lpips(net: str, weights: Path | None, device: torch.device) -> tuple[A
 
 
 def _lpips(scorer: Any, batch: dict, pred: torch.Tensor, device: torch.device) -> list[float]:
-    from dcgd.eval.metrics import composite
+    from dcgd.method.input import composite
 
     result = composite(pred.float().cpu(), batch["source"], batch["mask"])
     return scorer(result.to(device), batch["target"].to(device)).cpu().double().tolist()

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from dcgd.cli.options import add_device_argument
 from dcgd.data.config import build_datamodule
 from dcgd.describe.base import Describer
 from dcgd.describe.cache import CachedDescriber, cache_folder
@@ -65,9 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="describe at most this many samples per split")
     parser.add_argument("--batch-size", type=int, help="default: the config's data.batch_size")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument(
-        "--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--shard-size",
         type=int,

@@ -27,10 +27,11 @@ from dcgd.data.buckets import OUTSIDE, bucket_index
 from dcgd.devices import resolve_device
 from dcgd.errors import ConfigError, DataError
 from dcgd.eval.evaluator import Evaluator
-from dcgd.eval.metrics import LEFT_OUT, composite, load_fid
+from dcgd.eval.metrics import LEFT_OUT, load_fid
 from dcgd.eval.removal import ObjectResidue
 from dcgd.eval.table import protocol_text, rows_to_csv, to_markdown
 from dcgd.files import check_new_file, write_atomic
+from dcgd.method.input import composite
 from dcgd.validation import whole
 
 HELP = "score a method's output images per mask-ratio bucket (PSNR, SSIM, MAE, LPIPS)"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.utils import is_accelerate_available
 from torch import nn
 
-from dcgd.errors import ModelLoadError
+from dcgd.components.loading import diffusers_kwargs, from_pretrained
+from dcgd.method.randomness import Generators
 
 
 class LatentSpace(nn.Module):
@@ -25,10 +25,7 @@ class LatentSpace(nn.Module):
 
     @torch.no_grad()
     def encode(
-        self,
-        images: torch.Tensor,
-        sample: bool = False,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        self, images: torch.Tensor, sample: bool = False, generator: Generators = None
     ) -> torch.Tensor:
         """Latents of ``images``; ``sample`` draws from the posterior with ``generator`` (one,
         or one per sample: so a resumed run draws what the uninterrupted one did), else its
@@ -40,10 +37,7 @@ class LatentSpace(nn.Module):
         return images
 
     def latents(
-        self,
-        posterior: torch.Tensor,
-        sample: bool = False,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        self, posterior: torch.Tensor, sample: bool = False, generator: Generators = None
     ) -> torch.Tensor:
         """Latents from a :meth:`posterior`."""
         return posterior
@@ -83,10 +77,7 @@ class VAESpace(LatentSpace):
         return self.vae.encode(images.to(self.vae.dtype)).latent_dist.parameters
 
     def latents(
-        self,
-        posterior: torch.Tensor,
-        sample: bool = False,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        self, posterior: torch.Tensor, sample: bool = False, generator: Generators = None
     ) -> torch.Tensor:
         dist = DiagonalGaussianDistribution(posterior)
         latents = dist.sample(generator) if sample else dist.mode()
@@ -98,14 +89,8 @@ class VAESpace(LatentSpace):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, subfolder: str | None = "vae") -> VAESpace:
-        kwargs = {"subfolder": subfolder} if subfolder else {}
-        kwargs["low_cpu_mem_usage"] = is_accelerate_available()
-        try:
-            return cls(AutoencoderKL.from_pretrained(path_or_id, **kwargs))
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(
-                f"could not load a VAE from {path_or_id!r} (subfolder {subfolder!r}): {err}"
-            ) from None
+        vae = from_pretrained(AutoencoderKL, path_or_id, subfolder, "a VAE", **diffusers_kwargs())
+        return cls(vae)
 
 
 def tiny_vae_config(latent_channels: int = 4) -> dict:

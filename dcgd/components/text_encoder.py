@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from dcgd.components.loading import from_pretrained
 from dcgd.components.tokenizer import check_tokenizer, clip_tokenizer_from_open_clip, load_tokenizer
-from dcgd.errors import ModelLoadError
 
 
 class TextConditioner(nn.Module):
@@ -71,15 +71,9 @@ class TextConditioner(nn.Module):
 
         ``tokenizer`` overrides where the tokenizer comes from (another path, or ``"open_clip"``).
         """
-        kwargs = {"subfolder": text_encoder_subfolder} if text_encoder_subfolder else {}
-        try:
-            model = CLIPTextModel.from_pretrained(path_or_id, **kwargs)
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(
-                f"could not load a CLIP text encoder from {path_or_id!r} "
-                f"(subfolder {text_encoder_subfolder!r}): {err}. Give a local directory or a hub "
-                "id present in the local Hugging Face cache (this machine may be offline)."
-            ) from None
+        model = from_pretrained(
+            CLIPTextModel, path_or_id, text_encoder_subfolder, "a CLIP text encoder"
+        )
         if tokenizer is None:
             tok = load_tokenizer(path_or_id, tokenizer_subfolder)
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from dcgd.components.loading import from_pretrained
 from dcgd.errors import ModelLoadError
 
 # CLIP's BPE vocabulary has 49408 entries; anything far below that is not a CLIP tokenizer.
@@ -61,13 +62,6 @@ def load_tokenizer(path_or_id: str, subfolder: str | None = None) -> CLIPTokeniz
     """A CLIP tokenizer from a hub id or local directory (or ``"open_clip"``), checked."""
     if path_or_id == "open_clip":
         return clip_tokenizer_from_open_clip()
+    tokenizer = from_pretrained(CLIPTokenizer, path_or_id, subfolder, "a CLIP tokenizer")
     origin = str(Path(path_or_id) / subfolder) if subfolder else path_or_id
-    kwargs = {"subfolder": subfolder} if subfolder else {}
-    try:
-        tokenizer = CLIPTokenizer.from_pretrained(path_or_id, **kwargs)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"could not load a CLIP tokenizer from {origin!r}: {err}. Give a local directory "
-            "or a hub id that is in the local Hugging Face cache (this machine may be offline)."
-        ) from None
     return check_tokenizer(tokenizer, origin)

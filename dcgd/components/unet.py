@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
-from diffusers.utils import is_accelerate_available
 from torch import nn
 
+from dcgd.components.loading import diffusers_kwargs, from_pretrained
 from dcgd.errors import ModelLoadError
 from dcgd.method.input import LAYOUTS, PRETRAINED_LAYOUTS, group_channels, layout_channels
 
@@ -53,16 +53,9 @@ def build_unet(config: dict[str, Any]) -> UNet2DConditionModel:
 
 
 def load_unet(path_or_id: str, subfolder: str | None = "unet") -> UNet2DConditionModel:
-    kwargs = {"subfolder": subfolder} if subfolder else {}
-    # Without accelerate, diffusers warns on every load unless told not to try.
-    kwargs["low_cpu_mem_usage"] = is_accelerate_available()
-    try:
-        return UNet2DConditionModel.from_pretrained(path_or_id, **kwargs)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"could not load a U-Net from {path_or_id!r} (subfolder {subfolder!r}): {err}. "
-            "Give a local Stable Diffusion directory or a hub id in the local cache."
-        ) from None
+    return from_pretrained(
+        UNet2DConditionModel, path_or_id, subfolder, "a U-Net", **diffusers_kwargs()
+    )
 
 
 def _group_slices(groups: tuple[str, ...], latent_channels: int) -> dict[str, slice]:

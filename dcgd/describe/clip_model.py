@@ -26,6 +26,7 @@ from torch import nn
 from dcgd.checkpoints import load_torch_file
 from dcgd.components.tokenizer import MIN_VOCAB_SIZE
 from dcgd.errors import ModelLoadError
+from dcgd.files import read_model_json
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -160,13 +161,11 @@ def _load_weights(model: nn.Module, checkpoint: str) -> None:
 
 
 def _from_directory(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelLoadError(
-            f"{directory} is not an open_clip model directory: {CONFIG_FILE} is missing. "
-            "Save one with dcgd.describe.clip_model.save_clip or the CLIP training config."
-        )
-    config = json.loads(config_path.read_text())
+    config = read_model_json(
+        directory / CONFIG_FILE,
+        f"{directory} is not an open_clip model directory: {CONFIG_FILE} is missing. "
+        "Save one with dcgd.describe.clip_model.save_clip or the CLIP training config.",
+    )
     model_cfg = config.get("model_cfg", config)
     model = _build_from_config(model_cfg, seed=0)
     weights = [

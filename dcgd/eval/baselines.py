@@ -68,14 +68,14 @@ class OpenCVInpaint:
 
 
 class ModelMethod:
-    """A model with ``sample(batch, prompt_mode=...)`` (``DCGDModule``) under a prompt mode.
+    """The model under test, through its ``DCGDPipeline``, under a prompt mode.
 
     ``dcgd_none`` samples the checkpoint under test with empty prompts on both branches of
     eq. 6; the other modes give the paper's prompt ablations of the same weights. (A model
     TRAINED with ``prompt_mode: none`` is a different checkpoint: test it on its own.)
     """
 
-    def __init__(self, model: Any, prompt_mode: str) -> None:
+    def __init__(self, pipeline: Any, prompt_mode: str) -> None:
         from dcgd.method.guidance import PROMPT_MODES
 
         if prompt_mode not in PROMPT_MODES:
@@ -83,18 +83,26 @@ class ModelMethod:
                 f"unknown prompt mode {prompt_mode!r} in dcgd_{prompt_mode}; use one of "
                 f"{', '.join('dcgd_' + m for m in PROMPT_MODES)}"
             )
-        if not callable(getattr(model, "sample", None)):
+        from dcgd.sampling.pipeline import DCGDPipeline
+
+        if not isinstance(pipeline, DCGDPipeline):
             raise ConfigError(
-                f"dcgd_{prompt_mode} needs a model with sample(batch, prompt_mode=...) (the "
-                f"DCGD module), got {type(model).__name__}"
+                f"dcgd_{prompt_mode} needs the DCGD pipeline of the model under test "
+                f"(module.pipeline()), got {type(pipeline).__name__}"
             )
-        self.model = model
+        self.pipeline = pipeline
         self.prompt_mode = prompt_mode
         self.name = f"dcgd_{prompt_mode}"
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> torch.Tensor:
-        return self.model.sample(batch, prompt_mode=self.prompt_mode)
+        from dcgd.method.guidance import batch_descriptions
+
+        t_info, t_mask = batch_descriptions(batch, self.prompt_mode)
+        return self.pipeline(
+            batch["source"], batch["mask"], t_info, t_mask, ids=batch.get("id"),
+            prompt_mode=self.prompt_mode,
+        )  # fmt: skip
 
 
 def telea(radius: int = 3) -> OpenCVInpaint:
@@ -125,13 +133,14 @@ def _import(path: str) -> Any:
         raise ConfigError(f"cannot import method {path!r}: {err}") from None
 
 
-def build_method(spec: str, model: Any = None) -> InpaintingMethod:
+def build_method(spec: str, pipeline: Any = None) -> InpaintingMethod:
     """A method from its name: a registered baseline, ``dcgd_<prompt mode>`` (sampling
-    ``model``), or the import path of a class built with no arguments."""
+    ``pipeline``, the model under test), or the import path of a class built with no
+    arguments."""
     if spec in BASELINES:
         method = BASELINES[spec]()
     elif spec.startswith("dcgd_"):
-        method = ModelMethod(model, spec.removeprefix("dcgd_"))
+        method = ModelMethod(pipeline, spec.removeprefix("dcgd_"))
     elif "." in spec:
         method = _import(spec)()
     else:

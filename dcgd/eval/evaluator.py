@@ -22,16 +22,8 @@ import torch
 
 from dcgd.data.buckets import PAPER_BUCKETS, Bucket, mask_bucket
 from dcgd.eval.bucketed import BucketedMetrics
-from dcgd.eval.metrics import (
-    LEFT_OUT,
-    PROTOCOL,
-    check_range,
-    composite,
-    load_lpips,
-    mae,
-    psnr,
-    ssim,
-)
+from dcgd.eval.metrics import LEFT_OUT, PROTOCOL, check_range, load_lpips, mae, psnr, ssim
+from dcgd.method.input import composite
 
 
 class Evaluator:

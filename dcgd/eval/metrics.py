@@ -29,7 +29,6 @@ from dcgd.errors import DataError, ModelLoadError
 if TYPE_CHECKING:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-from dcgd.method.input import composite  # noqa: F401  (scored images are composited: callers import it from here too)
 
 PROTOCOL: dict[str, str] = {
     "composite": "scored image = mask * pred + (1 - mask) * source; pred clamped to [-1,1]",

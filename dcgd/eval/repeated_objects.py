@@ -40,7 +40,8 @@ import torch
 from dcgd.data.pairs import paste_object
 from dcgd.data.procedural import OBJECT_CLASSES, Scene, render_object, render_scene
 from dcgd.errors import ConfigError
-from dcgd.eval.metrics import composite, ssim
+from dcgd.eval.metrics import ssim
+from dcgd.method.input import composite
 
 # size name -> side of the pasted object as a fraction of the image side
 SIZES: dict[str, float] = {"small": 0.14, "medium": 0.20, "large": 0.26}

@@ -16,10 +16,9 @@ are reduced over all ranks, and rank 0 writes and logs:
 
 The files always land in ``<default_root_dir>/eval`` too, so a run without MLflow keeps them.
 
-Use it from the command line until it is a default callback::
+``python -m dcgd test`` adds it by default (``dcgd.cli.lightning``)::
 
-    python -m dcgd test --config experiments/quickstart.yaml --ckpt_path last \\
-        --trainer.callbacks+=dcgd.eval.table_callback.TableOneCallback
+    python -m dcgd test --config experiments/quickstart.yaml --ckpt_path last
 """
 
 from __future__ import annotations
@@ -39,9 +38,10 @@ from dcgd.errors import DCGDError
 from dcgd.eval.baselines import InpaintingMethod, build_method
 from dcgd.eval.bucketed import BucketedMetrics, means_from_rows
 from dcgd.eval.evaluator import Evaluator
-from dcgd.eval.metrics import composite, warn_unavailable
+from dcgd.eval.metrics import warn_unavailable
 from dcgd.eval.removal import ClipAtN, ObjectResidue
 from dcgd.eval.table import protocol_text, rows_to_csv, to_csv, to_markdown
+from dcgd.method.input import composite
 from dcgd.tracking.mlflow import log_image
 
 REMOVAL_SCORERS = ("residue", "clip")
@@ -181,7 +181,8 @@ class TableOneCallback(L.Callback):
         self.column = f"dcgd_{mode}" if mode else "model"
         self.methods = []
         for spec in self.baselines:
-            method = build_method(spec, pl_module)
+            pipeline = pl_module.pipeline() if hasattr(pl_module, "pipeline") else None
+            method = build_method(spec, pipeline)
             if method.name != self.column and method.name not in [m.name for m in self.methods]:
                 self.methods.append(method)
         self.tables = {

@@ -39,6 +39,7 @@ from dcgd.components.schedulers import sampling_scheduler
 from dcgd.components.text_encoder import TextConditioner
 from dcgd.components.unet import load_unet
 from dcgd.errors import ConfigError, DCGDError, ModelLoadError, one_line
+from dcgd.files import read_model_json
 from dcgd.method.guidance import check_prompt_mode
 from dcgd.method.input import check_layout
 from dcgd.sampling.sampler import check_known_region, sample
@@ -183,12 +184,11 @@ class DCGDPipeline:
         """Load a directory written by :meth:`save_pretrained` (``python -m dcgd export``)."""
         directory = Path(directory)
         settings_path = directory / SETTINGS_FILE
-        if not settings_path.is_file():
-            raise ModelLoadError(
-                f"{directory} is not an exported dcgd model ({SETTINGS_FILE} is missing); "
-                "write one with: python -m dcgd export --checkpoint <.ckpt> --out <dir>"
-            )
-        raw = json.loads(settings_path.read_text())
+        raw = read_model_json(
+            settings_path,
+            f"{directory} is not an exported dcgd model ({SETTINGS_FILE} is missing); "
+            "write one with: python -m dcgd export --checkpoint <.ckpt> --out <dir>",
+        )
         if raw.pop("format_version", None) != FORMAT_VERSION:
             raise ModelLoadError(
                 f"{settings_path} has format version {raw.get('format_version')!r}; this dcgd "

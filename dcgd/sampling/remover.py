@@ -134,19 +134,11 @@ class Remover:
         given = {"t_info": self.t_info, "t_mask": self.t_mask}
         return [name for name in needed_descriptions(self.prompt_mode) if given[name] is None]
 
-    def describe(
-        self,
-        image: np.ndarray,
-        mask: np.ndarray,
-        key: str = "image",
-        t_info: str | None = None,
-        t_mask: str | None = None,
-    ) -> tuple[str, str]:
-        """``(t_info, t_mask)``: the descriptions ``self(image, mask, key, t_info, t_mask)``
-        would use, without sampling: the given ones (over the remover's own), the
-        describer's of the window the model sees for the rest the prompt mode needs, ""
-        where there is none."""
-        seen = self._prepare(image, mask, key, t_info, t_mask)
+    def describe(self, image: np.ndarray, mask: np.ndarray, key: str = "image") -> tuple[str, str]:
+        """``(t_info, t_mask)``: the descriptions ``self(image, mask, key)`` would use,
+        without sampling: the remover's own, the describer's of the window the model sees
+        for the rest the prompt mode needs, "" where there is none."""
+        seen = self._prepare(image, mask, key, None, None)
         return seen.t_info, seen.t_mask
 
     def __call__(

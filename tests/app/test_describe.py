@@ -36,7 +36,8 @@ def test_describe_gives_what_the_removal_reads(pipeline):
     # Another window (no dilation) is described otherwise: the equality above is not luck.
     assert Remover(pipeline, describer=_Measuring()).describe(image, mask)[1] != described[1]
     # Given descriptions win; a prompt mode that reads none asks the describer nothing.
-    assert remover.describe(image, mask, t_info="a beach") == ("a beach", described[1])
+    given = Remover(pipeline, dilate=3, t_info="a beach", describer=_Measuring())
+    assert given.describe(image, mask, key="photo") == ("a beach", described[1])
     silent = _Measuring()
     none = Remover(pipeline, dilate=3, describer=silent, sampling={"prompt_mode": "none"})
     assert none.describe(image, mask) == ("", "") and silent.calls == 0

@@ -16,8 +16,9 @@ import torch
 from dcgd.data.buckets import mask_bucket
 from dcgd.data.datamodule import InpaintingDataModule
 from dcgd.errors import ConfigError, DataError
-from dcgd.eval.metrics import composite, mae, psnr
+from dcgd.eval.metrics import mae, psnr
 from dcgd.eval.table_callback import TableOneCallback
+from dcgd.method.input import composite
 from tests.data.conftest import write_image
 
 H, W = 64, 80  # sized so that a 32 px working size is an exact 2x2 area downscale

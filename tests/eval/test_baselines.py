@@ -16,7 +16,8 @@ from dcgd.eval.baselines import (
     build_method,
     register_method,
 )
-from dcgd.eval.metrics import composite, psnr
+from dcgd.eval.metrics import psnr
+from dcgd.method.input import composite
 
 
 class MeanColour:
@@ -90,13 +91,13 @@ def test_dcgd_prompt_modes_sample_the_model_under_test(photos, masks):
         "t_mask": ["a cup", "a tower"],
         "id": ["a", "b"],
     }
-    none = build_method("dcgd_none", model)
+    none = build_method("dcgd_none", model.pipeline())
     assert isinstance(none, ModelMethod) and none.name == "dcgd_none"
     expected = model.sample(batch, prompt_mode="none")
     assert torch.equal(none(batch), expected)
-    dual = build_method("dcgd_dual", model)(batch)
+    dual = build_method("dcgd_dual", model.pipeline())(batch)
     assert not torch.allclose(dual, expected)  # the prompts reach the model
     with pytest.raises(ConfigError, match="unknown prompt mode"):
-        build_method("dcgd_both", model)
-    with pytest.raises(ConfigError, match="needs a model with sample"):
+        build_method("dcgd_both", model.pipeline())
+    with pytest.raises(ConfigError, match="needs the DCGD pipeline"):
         build_method("dcgd_none", None)

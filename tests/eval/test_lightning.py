@@ -20,8 +20,8 @@ from dcgd.cli import main
 from dcgd.data.datamodule import InpaintingDataModule
 from dcgd.errors import DCGDError
 from dcgd.eval.baselines import telea
-from dcgd.eval.metrics import composite
 from dcgd.eval.table_callback import TableOneCallback
+from dcgd.method.input import composite
 from tests.eval.helpers import table_trainer
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")

@@ -15,13 +15,8 @@ import torch
 from dcgd.errors import DataError, ModelLoadError
 from dcgd.eval.baselines import telea
 from dcgd.eval.evaluator import Evaluator
-from dcgd.eval.metrics import (
-    LPIPS_BACKBONE_URLS,
-    LPIPSScorer,
-    MetricUnavailableWarning,
-    composite,
-    load_lpips,
-)
+from dcgd.eval.metrics import LPIPS_BACKBONE_URLS, LPIPSScorer, MetricUnavailableWarning, load_lpips
+from dcgd.method.input import composite
 from tests.eval.helpers import save_backbone
 
 

@@ -11,7 +11,8 @@ from skimage.metrics import structural_similarity
 from dcgd.errors import DataError
 from dcgd.eval.baselines import telea
 from dcgd.eval.evaluator import Evaluator
-from dcgd.eval.metrics import composite, mae, psnr, ssim
+from dcgd.eval.metrics import mae, psnr, ssim
+from dcgd.method.input import composite
 from tests.eval.helpers import mask_batch, photo_batch
 
 

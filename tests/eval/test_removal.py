@@ -23,8 +23,8 @@ from dcgd.data.procedural import OBJECT_NAMES, SCENE_NAMES, render_object, rende
 from dcgd.errors import ConfigError
 from dcgd.eval.baselines import telea
 from dcgd.eval.evaluator import Evaluator
-from dcgd.eval.metrics import composite
 from dcgd.eval.removal import ClipAtN, ObjectResidue, frechet_distance
+from dcgd.method.input import composite
 
 
 def _paste_cases(count: int = 12, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
