@@ -18,10 +18,13 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REFERENCE = ("ddim", 50)
 DEFAULT_SAMPLERS = ("ddim", "dpmsolver++", "euler", "ddpm")
@@ -163,7 +166,7 @@ def to_markdown(settings: dict[str, Any], points: Sequence[Point], chosen: Point
     return "\n".join(lines) + "\n"
 
 
-def plot(points: Sequence[Point], chosen: Point | None):
+def plot(points: Sequence[Point], chosen: Point | None) -> Figure:
     """Hole MAE against seconds per image, one line per sampler, steps written at each point."""
     import matplotlib
 

@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,10 @@ from dcgd.errors import ConfigError, TrackingError
 from dcgd.files import check_out_folder, save_atomic, write_atomic
 from dcgd.method.guidance import PROMPT_MODES
 from dcgd.validation import finite, whole
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
 
 HELP = "benchmarks of a trained model; 'removal': repeated-object reappearance (Fig. 7)"
 TIME_TO_QUALITY_HELP = (
@@ -753,7 +757,7 @@ def to_csv(summary: dict, differences: dict, measures: list[str]) -> str:
     return buffer.getvalue()
 
 
-def grid_image(cases: list, columns: dict[str, torch.Tensor], grid_w: float):
+def grid_image(cases: list, columns: dict[str, torch.Tensor], grid_w: float) -> Image.Image:
     """source | mask | one column per method | target, for ``cases``; names on top."""
     from PIL import ImageDraw
 
@@ -778,7 +782,7 @@ def grid_image(cases: list, columns: dict[str, torch.Tensor], grid_w: float):
     return canvas
 
 
-def reappearance_plot(ws: list[float], summary: dict):
+def reappearance_plot(ws: list[float], summary: dict) -> Figure:
     """Reappearance rate vs w per prompt mode (95% interval bars), baselines as lines."""
     from matplotlib.figure import Figure
 
@@ -804,7 +808,7 @@ def reappearance_plot(ws: list[float], summary: dict):
     return figure
 
 
-def hole_mae_plot(summary: dict):
+def hole_mae_plot(summary: dict) -> Figure:
     """Hole MAE per method (95% interval bars): the real pairs' figure, no judge to plot."""
     from matplotlib.figure import Figure
 

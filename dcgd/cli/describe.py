@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -33,6 +33,10 @@ from dcgd.devices import resolve_device
 from dcgd.errors import ConfigError
 from dcgd.files import read_yaml
 from dcgd.validation import whole
+
+if TYPE_CHECKING:
+    from dcgd.data.datamodule import InpaintingDataModule
+    from dcgd.data.dataset import InpaintingDataset
 
 HELP = "fill the description cache (T_info / T_mask) of a config's dataset; resumable"
 
@@ -110,7 +114,9 @@ def read_data_section(configs: list[Path]) -> dict[str, Any]:
     return data
 
 
-def _describer_and_cache(datamodule, cache: Path | None) -> tuple[Describer, str]:
+def _describer_and_cache(
+    datamodule: InpaintingDataModule, cache: Path | None
+) -> tuple[Describer, str]:
     describer = getattr(datamodule, "describer", None)
     configured = None
     if isinstance(describer, CachedDescriber):
@@ -142,7 +148,9 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def split_indices(dataset, split: str, epochs: int, limit: int | None) -> list[int]:
+def split_indices(
+    dataset: InpaintingDataset, split: str, epochs: int, limit: int | None
+) -> list[int]:
     """The sample indices a run reads: training uses virtual indices ``epoch · len + i``
     (what ``EpochSampler`` yields), evaluation splits their fixed samples."""
     count = len(dataset) * (epochs if split == "train" else 1)
@@ -150,7 +158,7 @@ def split_indices(dataset, split: str, epochs: int, limit: int | None) -> list[i
 
 
 def describe_splits(
-    datamodule,
+    datamodule: InpaintingDataModule,
     describer: Describer,
     cache_dir: str,
     splits: list[str],

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dcgd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dcgd.sweeps.function import FunctionTrials
+    from dcgd.sweeps.inference import InferenceTrials
+    from dcgd.sweeps.spec import SweepSpec
+    from dcgd.sweeps.training import TrainingTrials
 
 HELP = "run or join an Optuna sweep (w / prompt-mode ablation of a checkpoint, or training)"
 
@@ -48,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_trials(spec, checkpoint: Path | None):
+def build_trials(
+    spec: SweepSpec, checkpoint: Path | None
+) -> InferenceTrials | TrainingTrials | FunctionTrials:
     """The trial kind of a spec (imports only what that kind needs)."""
     if checkpoint is not None and spec.kind != "inference":
         raise ConfigError(f"--checkpoint applies to inference sweeps; this one is {spec.kind}")

@@ -43,7 +43,7 @@ import cv2
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dcgd.data.buckets import BUCKET_NAMES, parse_bucket
 from dcgd.data.collate import DescribeCollate
@@ -87,7 +87,7 @@ class EpochSampler(DistributedSampler):
 
     def __init__(
         self,
-        dataset,
+        dataset: Dataset,
         num_replicas: int,
         rank: int,
         seed: int,
@@ -351,7 +351,7 @@ class InpaintingDataModule(L.LightningDataModule):
             # Skipped files must be reported whatever callbacks the user's config lists.
             trainer.callbacks.append(SkippedFilesReport())
 
-    def _loader(self, dataset: InpaintingDataset, sampler=None) -> DataLoader:
+    def _loader(self, dataset: InpaintingDataset, sampler: Sampler | None = None) -> DataLoader:
         if self.loader_settings["num_workers"] > 0:
             cv2.setNumThreads(1)  # before forking: see _one_thread_worker
         return DataLoader(

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import importlib
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcgd.errors import ConfigError, DCGDError
 from dcgd.sweeps.runner import TrialContext, TrialResult
 from dcgd.sweeps.spec import SweepSpec
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def load_target(target: str):
+
+def load_target(target: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"function.target {target!r} must look like package.module:callable")

@@ -22,7 +22,7 @@ trial samples the whole evaluation set with eq. 6 and scores it per mask-ratio b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from dcgd.files import read_yaml
 from dcgd.sampling.pipeline import DCGDPipeline, load_pipeline
 from dcgd.sweeps.runner import TrialContext, TrialResult
 from dcgd.sweeps.spec import SweepSpec
+
+if TYPE_CHECKING:
+    from dcgd.data.datamodule import InpaintingDataModule
 
 SETTINGS = (
     "checkpoint",
@@ -59,7 +62,7 @@ def find_data_config(checkpoint: Path) -> Path:
     )
 
 
-def read_datamodule(config_path: Path, overrides: dict[str, Any]):
+def read_datamodule(config_path: Path, overrides: dict[str, Any]) -> InpaintingDataModule:
     """The ``data:`` section of a fit config, instantiated with ``overrides`` on its init_args."""
     config = read_yaml(config_path, "data config") or {}
     data = config.get("data") if isinstance(config, dict) else None

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy
@@ -40,6 +41,9 @@ from sqlalchemy.engine import make_url
 from dcgd.errors import ConfigError, TrackingError
 from dcgd.sweeps.spec import StorageSettings
 from dcgd.tracking.store import absolute_sqlite
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DEFAULT_STORAGE = "sqlite:///sweeps/optuna.db"
 STORAGE_ENV = "DCGD_SWEEP_STORAGE"  # the storage URL, kept off command lines (passwords)
@@ -95,7 +99,7 @@ def _backend(url: str) -> str:
 
 
 @contextmanager
-def quiet_optuna():
+def quiet_optuna() -> Iterator[None]:
     """Heartbeats, stale-trial failing and retries are "experimental" in Optuna and warn that
     they are meant for ``Study.optimize``; the runner uses them deliberately with ask/tell."""
     with warnings.catch_warnings():

@@ -52,7 +52,9 @@ class StudyTracker:
         self.parent_run_id: str | None = None
 
     # --------------------------------------------------------------------- study
-    def setup(self, study: optuna.Study, tags: Mapping[str, str], params: Mapping[str, Any]):
+    def setup(
+        self, study: optuna.Study, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> None:
         """Experiment and parent run; call it while holding the study lock."""
         check_reachable(self.uri)
         try:
