@@ -94,6 +94,12 @@ def guided_noise(
     states_neg: torch.Tensor,
     w: float,
 ) -> torch.Tensor:
-    """``ε̂`` of eq. 6: both branches in one forward, combined with weight ``w``."""
+    """``ε̂`` of eq. 6: both branches in one forward, combined with weight ``w``.
+
+    When both branches read the same prompt states (``prompt_mode: none``, or descriptions
+    that are all ""), ``ε_pos = ε_neg = ε`` and eq. 6 is ``ε`` for every ``w`` (its gradient
+    too): one forward of size B does, at half the cost."""
+    if states_pos.shape == states_neg.shape and torch.equal(states_pos, states_neg):
+        return unet(unet_input, timesteps, encoder_hidden_states=states_pos).sample
     eps_pos, eps_neg = dual_forward(unet, unet_input, timesteps, states_pos, states_neg)
     return combine(eps_pos, eps_neg, w)

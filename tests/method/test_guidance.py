@@ -94,3 +94,20 @@ def test_scalar_timestep_is_broadcast(parts):
     eps_pos, _ = dual_forward(unet, x, torch.tensor(500), states, states)
     ref = unet(x, torch.tensor([500, 500]), encoder_hidden_states=states).sample
     assert_close_to_scale(eps_pos, ref, rel=1e-4)  # batches of 4 and 2, as above
+
+
+@torch.no_grad()
+def test_equal_prompt_states_take_one_forward_of_size_b(parts):
+    """Eq. 6 with ε_pos = ε_neg is ε for any w: the mode `none` pays for one branch."""
+    unet, text, x, t = parts
+    calls = []
+    handle = unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        empty = text(["", ""])
+        shared = guided_noise(unet, x, t, empty, empty.clone(), 7.0)
+        guided_noise(unet, x, t, text(T_INFO), empty, 7.0)
+    finally:
+        handle.remove()
+    assert calls == [2, 4]  # equal states: one call of B; different states: one call of 2B
+    eps_pos, eps_neg = dual_forward(unet, x, t, empty, empty)
+    assert_close_to_scale(shared, combine(eps_pos, eps_neg, 7.0), rel=1e-4)  # as above
