@@ -3,7 +3,8 @@
 ``torch.load`` unpickles, and a pickle may call any Python function while it loads (a
 checkpoint from a stranger can delete files or start a shell). ``weights_only=True`` allows
 only tensors and plain data (dicts, lists, strings, numbers), which is all a dcgd checkpoint
-holds: hyperparameters are saved as plain data, RNG states as tensors. A file that needs more
+holds: weights as tensors; hyperparameters, component configs and tokenizer files as plain
+data. A file that needs more
 is refused with one line naming what it contains; nothing in it has run by then. There is no
 "trust" switch: a checkpoint dcgd wrote never needs one (see SECURITY.md).
 """

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgd.checkpoints import read_model_checkpoint as read_checkpoint
+from dcgd.checkpoints import read_model_checkpoint
 from dcgd.cli import main
 from dcgd.components.latent_space import tiny_vae_config
 from dcgd.errors import ConfigError, ModelLoadError
@@ -80,10 +80,10 @@ def test_load_errors_are_clear(tmp_path):
         DCGDPipeline.from_pretrained(tmp_path)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
-        read_checkpoint(tmp_path / "junk.ckpt")
+        read_model_checkpoint(tmp_path / "junk.ckpt")
     torch.save({"state_dict": {"text.model.w": torch.zeros(1)}}, tmp_path / "text.ckpt")
     with pytest.raises(ModelLoadError, match="not a checkpoint of the DCGD U-Net"):
-        read_checkpoint(tmp_path / "text.ckpt")
+        read_model_checkpoint(tmp_path / "text.ckpt")
 
 
 def _sd_checkpoint(tmp_path) -> tuple[Path, Path]:
