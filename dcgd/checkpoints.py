@@ -2,11 +2,11 @@
 
 ``torch.load`` unpickles, and a pickle may call any Python function while it loads (a
 checkpoint from a stranger can delete files or start a shell). ``weights_only=True`` allows
-only tensors and plain data (dicts, lists, strings, numbers), which is all a dcgd checkpoint
-holds: weights as tensors; hyperparameters, component configs and tokenizer files as plain
-data. A file that needs more
-is refused with one line naming what it contains; nothing in it has run by then. There is no
-"trust" switch: a checkpoint dcgd wrote never needs one (see SECURITY.md).
+only tensors and plain data (dicts, lists, strings, numbers, bytes), which is all a dcgd
+checkpoint holds: weights as tensors; hyperparameters, component configs and tokenizer files
+as plain data. A file that needs more is refused with one line naming what it contains;
+nothing in it has run by then. There is no "trust" switch: a checkpoint dcgd wrote never
+needs one (see SECURITY.md).
 """
 
 from __future__ import annotations
