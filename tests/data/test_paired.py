@@ -20,6 +20,7 @@ from dcgd.eval.metrics import mae, psnr
 from dcgd.eval.table_callback import TableOneCallback
 from dcgd.method.input import composite
 from tests.data.conftest import write_image
+from tests.eval.helpers import table_trainer
 
 H, W = 64, 80  # sized so that a 32 px working size is an exact 2x2 area downscale
 
@@ -141,16 +142,7 @@ def test_lightning_test_loop_on_pairs_matches_a_direct_computation(tmp_path):
     make_pairs(tmp_path / "pairs")
     dm = pairs_module(tmp_path / "pairs")
     callback = TableOneCallback(baselines=[], lpips=[])
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        callbacks=[callback],
-        default_root_dir=str(tmp_path),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.test(Blur(), datamodule=dm)
+    table_trainer(callback, tmp_path).test(Blur(), datamodule=dm)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "eval" / "per_image.csv").read_text())))
     dataset = dm.dataset("test")
     assert len(rows) == len(dataset)
