@@ -32,6 +32,10 @@ from dcgd.errors import ConfigError
 from dcgd.method.input import check_layout, layout_channels
 from dcgd.method.loss import check_prediction_type
 
+# 2: a checkpoint holds its components' configs (1: hyperparameters only, rebuilt by the
+# builder from what they name). Written by DCGDModule, read by DCGDPipeline.from_checkpoint.
+CHECKPOINT_FORMAT = 2
+
 
 @dataclass
 class Components:

@@ -1,7 +1,8 @@
 """Eq. 6, dual CLIP guidance: ``ε̂ = w·ε(x', τ(T_pos)) + (1−w)·ε(x', τ(T_neg))``.
 
 This is classifier-free guidance with the negative prompt in place of the empty one:
-``ε̂ = ε_neg + w·(ε_pos − ε_neg)``. Both branches run as ONE batched U-Net call of size 2B.
+``ε̂ = ε_neg + w·(ε_pos − ε_neg)``. Both branches run as ONE batched U-Net call of size 2B
+(of size B when both read the same prompt: then ``ε̂ = ε``).
 The paper's prompt ablations are choices of (T_pos, T_neg).
 """
 

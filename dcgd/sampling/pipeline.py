@@ -29,6 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from dcgd.checkpoints import read_model_checkpoint
 from dcgd.components.build import (
+    CHECKPOINT_FORMAT,
     Components,
     build_components,
     components_from_configs,
@@ -218,6 +219,13 @@ class DCGDPipeline:
         built from, when that is still at hand."""
         checkpoint = read_model_checkpoint(path)
         saved = checkpoint.get("dcgd") if isinstance(checkpoint.get("dcgd"), dict) else {}
+        version = saved.get("format_version", 1)
+        if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+            raise ModelLoadError(
+                f"checkpoint {path} has format {version!r}; this dcgd reads formats up to "
+                f"{CHECKPOINT_FORMAT}: update dcgd, or export the model with the version that "
+                "wrote it"
+            )
         try:
             if "components" in saved:
                 components = components_from_configs(saved["components"])

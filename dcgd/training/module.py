@@ -16,7 +16,12 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from dcgd.components.build import Components, build_components, component_configs
+from dcgd.components.build import (
+    CHECKPOINT_FORMAT,
+    Components,
+    build_components,
+    component_configs,
+)
 from dcgd.components.latent_space import PixelSpace
 from dcgd.errors import DCGDError
 from dcgd.method.guidance import batch_descriptions
@@ -32,8 +37,6 @@ from dcgd.training.optim import adam, check_optimisation
 from dcgd.training.sample_mean import SampleMean, id_keys
 from dcgd.training.speed_switches import apply_speed_switches, check_compile
 from dcgd.validation import finite, whole
-
-CHECKPOINT_FORMAT = 2  # 2: the checkpoint holds its components' configs (loads with no hub)
 
 
 class DCGDModule(L.LightningModule):

@@ -136,3 +136,8 @@ def test_an_old_checkpoint_loads_while_its_sources_exist_and_says_what_to_do_oth
     with pytest.raises(ModelLoadError, match="older dcgd.*export") as err:
         load_pipeline(old)
     assert "\n" not in str(err.value)
+    # A checkpoint of a newer format than this dcgd reads: one line, before anything is built.
+    saved["dcgd"].update(format_version=99, components=components)
+    torch.save(saved, tmp_path / "future.ckpt")
+    with pytest.raises(ModelLoadError, match="has format 99; this dcgd reads formats up to 2"):
+        load_pipeline(tmp_path / "future.ckpt")
