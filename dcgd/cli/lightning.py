@@ -27,6 +27,7 @@ from dcgd.checkpoints import load_checkpoint
 from dcgd.data.datamodule import SkippedFilesReport
 from dcgd.errors import ConfigError, user_error_behind
 from dcgd.eval.table_callback import TableOneCallback
+from dcgd.moved import moved_hint
 from dcgd.tracking.mlflow import MLflowLogger, RememberMLflowRun, SaveConfigToMLflow
 from dcgd.tracking.summary import RunSummary
 from dcgd.training.preemption import PreemptionCheckpoint
@@ -153,6 +154,8 @@ def config_error_message(message: str, command: str) -> str:
     """One readable line for a jsonargparse error."""
     message = " ".join(message.split())
     hint = f"(see: python -m dcgd {command} --help, or --print_config for the resolved config)"
+    if moved := moved_hint(message):  # a config written before the layout changed
+        return f"{moved} {hint}"
     if match := _NOT_ACCEPTED.search(message):
         cls = match["cls"].rsplit(".", 1)[1]
         return (

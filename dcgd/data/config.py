@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dcgd.errors import ConfigError, one_line, user_error_behind
+from dcgd.moved import moved_hint
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule
@@ -32,7 +33,7 @@ def build_datamodule(
     try:
         config = parser.parse_object({"data": data})
     except ArgumentError as err:
-        raise ConfigError(f"{where}: {one_line(err)}") from None
+        raise ConfigError(f"{where}: {moved_hint(str(err)) or one_line(err)}") from None
     # jsonargparse >= 4.49 names it instantiate; older releases instantiate_classes.
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     try:

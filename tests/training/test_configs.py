@@ -144,3 +144,21 @@ def test_model_help_explains_each_argument(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "guidance weight inside the eq. 7 loss" in out
     assert "Min-SNR loss weighting" in out
+
+
+def test_a_config_of_the_old_layout_says_where_its_classes_moved(tmp_path, capsys):
+    """A run directory's config.yaml from before the layout change names dcgd.text.*."""
+    from dcgd.data.config import build_datamodule
+    from dcgd.errors import ConfigError
+
+    config = yaml.safe_load((EXPERIMENTS / "quickstart.yaml").read_text())
+    describer = config["data"]["init_args"]["describer"]
+    assert describer["class_path"] == "dcgd.describe.base.LabelDescriber"
+    describer["class_path"] = "dcgd.text.describer_base.LabelDescriber"
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(old), "--print_config"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "dcgd.text.describer_base is now dcgd.describe.base" in line
+    with pytest.raises(ConfigError, match="dcgd.text.describer_base is now dcgd.describe.base"):
+        build_datamodule(config["data"])
