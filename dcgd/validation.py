@@ -4,10 +4,8 @@ Numbers: :func:`finite` and :func:`whole` turn a NaN, an infinity, a negative co
 probability of 1.5 into one ``ConfigError`` line naming the option, before anything runs on it
 (a NaN learning rate trains for hours to nothing; a bucket above 1 searched forever).
 
-Files: :func:`check_new_file` / :func:`check_out_folder` refuse to replace results unless told
-(``--overwrite``), and :func:`write_atomic` / :func:`save_atomic` write through a temporary
-file in the destination folder + ``os.replace``, so a killed run or a full disk leaves the old
-file or the new one, never half of one (:func:`write_folder_atomic`: the same for a folder).
+Files have their own boundary: ``dcgd.files`` (never over a result unless told, never half
+written); devices: ``dcgd.devices``.
 """
 
 from __future__ import annotations
