@@ -14,6 +14,7 @@ machine's speed hits both. Ratios are *our time over the reference's*: < 1 is fa
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from dcgd.components.latent_space import tiny_vae_config
 from dcgd.devices import resolve_device
-from dcgd.errors import ConfigError
+from dcgd.errors import ConfigError, DCGDError
 
 if TYPE_CHECKING:
     import lightning as L
@@ -78,6 +79,12 @@ class Settings:
     repeats: int = 3  # timed runs of each side (sampling), alternated rounds (training)
     w: float = 1.5
     precision: str = "32"  # "32" or "bf16" (autocast)
+    # sampling: also time dcgd with DCGDPipeline.compile() (inductor, frozen weights; the
+    # compile itself is not timed), and, with compile_reference, diffusers compiled alike
+    # (needs compile)
+    compile: bool = True
+    compile_reference: bool = False
+    compile_backend: str = "inductor"  # torch.compile's; "eager" captures graphs only
     device: str = "auto"
     # DCGDModule arguments over the defaults below, e.g. {"attention": "classic"}: time a
     # speed switch of the training module (the reference side does not change).
@@ -180,19 +187,20 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def interleaved_medians(
-    ours: Callable[[], Any], reference: Callable[[], Any], repeats: int, device: torch.device
-) -> tuple[float, float]:
-    """Median seconds of each callable, run alternately after one warm-up each."""
-    ours(), reference()
-    times: dict[str, list[float]] = {"ours": [], "reference": []}
+    sides: dict[str, Callable[[], Any]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds of each callable, run in turn (A B C A B C ...) after one warm-up each."""
+    for fn in sides.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeats):
-        for name, fn in (("ours", ours), ("reference", reference)):
+        for name, fn in sides.items():
             _sync(device)
             start = time.perf_counter()
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - start)
-    return statistics.median(times["ours"]), statistics.median(times["reference"])
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 # --------------------------------------------------------------------------- sampling
@@ -214,7 +222,18 @@ def diffusers_pipeline(module: DCGDModule) -> StableDiffusionInpaintPipeline:
     )
 
 
+# Compiled sampling must give eager's images up to float rounding (outputs in [-1, 1]);
+# beyond this the speed-up is not of the same computation.
+COMPILED_TOLERANCE = 1e-3
+
+
+class CompiledOutputDiffers(DCGDError):
+    """Compiled sampling gave other images than eager sampling."""
+
+
 def bench_sampling(settings: Settings) -> dict[str, Any]:
+    from dcgd.sampling.pipeline import compile_for_sampling, frozen_weights
+
     device = resolve_device(settings.device)
     module = build_module(settings).to(device).eval()
     batch = example_batch(settings, device)
@@ -223,33 +242,74 @@ def bench_sampling(settings: Settings) -> dict[str, Any]:
     pipe.set_progress_bar_config(disable=True)
     image01 = (batch["source"] + 1) / 2
 
-    def ours():
+    def ours(pipeline=sampler):
         with _autocast(settings, device):
-            return sampler(
+            return pipeline(
                 batch["source"], batch["mask"], batch["t_info"], batch["t_mask"],
                 prompt_mode="dual", w=settings.w, steps=settings.steps, ids=batch["id"],
                 known_region="free",  # as diffusers' 9-channel pipeline: the same work
             )  # fmt: skip
 
-    def reference():
+    def reference(pipeline=pipe):
         with _autocast(settings, device):
-            return pipe(
+            return pipeline(
                 prompt=batch["t_info"], negative_prompt=batch["t_mask"], image=image01,
                 mask_image=batch["mask"], height=settings.resolution, width=settings.resolution,
                 num_inference_steps=settings.steps, guidance_scale=settings.w,
                 strength=1.0, output_type="pt",
             ).images  # fmt: skip
 
+    sides: dict[str, Callable[[], Any]] = {"dcgd": ours, "diffusers": reference}
+    results: dict[str, Any] = {}
+    if settings.compile:
+        # Own copies of the modules: nn.Module.compile works in place, and the diffusers
+        # pipeline shares the module's parts.
+        compiled = copy.deepcopy(sampler).compile(settings.compile_backend)
+        start = time.perf_counter()
+        first = ours(compiled)  # compiles
+        results["compile_s"] = time.perf_counter() - start
+        difference = (first - ours()).abs().max().item()
+        results["compiled_max_abs_difference"] = difference
+        if not difference <= COMPILED_TOLERANCE:
+            raise CompiledOutputDiffers(
+                f"compiled sampling differs from eager by {difference:.2g} (tolerance "
+                f"{COMPILED_TOLERANCE}): the compiler changed the result; rerun with --no-compile"
+            )
+        sides["dcgd_compiled"] = lambda: ours(compiled)
+    if settings.compile_reference:
+        twin = diffusers_pipeline(copy.deepcopy(module))
+        twin.set_progress_bar_config(disable=True)
+        for part in (twin.unet, twin.vae.encoder, twin.vae.decoder):
+            compile_for_sampling(part, settings.compile_backend)
+
+        def reference_compiled():
+            with frozen_weights():
+                return reference(twin)
+
+        reference_compiled()  # compiles, not timed
+        sides["diffusers_compiled"] = reference_compiled
+
     _reset_peak(device)
-    ours_s, ref_s = interleaved_medians(ours, reference, settings.repeats, device)
+    seconds = interleaved_medians(sides, settings.repeats, device)
     per_image = settings.batch
-    return {
-        "sampling_s_per_image": ours_s / per_image,
-        "diffusers_s_per_image": ref_s / per_image,
-        "sampling_ratio_vs_diffusers": ours_s / ref_s,
-        "sampling_steps": settings.steps,
-        "sampling_peak_gib": _peak_gib(device),
-    }
+    results.update(
+        {
+            "sampling_s_per_image": seconds["dcgd"] / per_image,
+            "diffusers_s_per_image": seconds["diffusers"] / per_image,
+            "sampling_ratio_vs_diffusers": seconds["dcgd"] / seconds["diffusers"],
+            "sampling_steps": settings.steps,
+            "sampling_peak_gib": _peak_gib(device),
+        }
+    )
+    if "dcgd_compiled" in seconds:
+        results["compiled_s_per_image"] = seconds["dcgd_compiled"] / per_image
+        results["compiled_ratio_vs_diffusers"] = seconds["dcgd_compiled"] / seconds["diffusers"]
+    if "diffusers_compiled" in seconds:
+        results["diffusers_compiled_s_per_image"] = seconds["diffusers_compiled"] / per_image
+        results["compiled_ratio_vs_diffusers_compiled"] = (
+            seconds["dcgd_compiled"] / seconds["diffusers_compiled"]
+        )
+    return results
 
 
 # --------------------------------------------------------------------------- training

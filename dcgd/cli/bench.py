@@ -7,6 +7,14 @@ model FLOP utilisation. ``--json F`` writes them, with the ratios under the keys
 ``sampling_ratio_vs_diffusers`` and ``train_ratio_vs_bare_loop`` (our time over the
 reference's). ``--model-size sd15`` builds the Stable Diffusion 1.5-sized U-Net, VAE and text
 encoder with random weights (no download): for a GPU.
+
+Sampling is also timed compiled (``DCGDPipeline.compile``: ``torch.compile`` of the U-Net and
+VAE, inductor with frozen weights), under ``compiled_ratio_vs_diffusers``, after checking that
+its images are eager's up to float rounding (it refuses to report a faster wrong result);
+``--compile-reference`` compiles diffusers' pipeline alike for a like-for-like figure. The
+compile itself (tens of seconds on a CPU) is reported, not timed. How quality trades against
+time per sampler and step count needs a trained model: ``python -m dcgd benchmark
+time-to-quality``.
 """
 
 from __future__ import annotations
@@ -46,6 +54,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--w", type=float, default=defaults.w, help="guidance weight")
     parser.add_argument("--precision", choices=("32", "bf16"), default=defaults.precision)
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.compile,
+        help="sampling: also time dcgd compiled (DCGDPipeline.compile: inductor, frozen "
+        "weights; tens of seconds to compile on a CPU, not timed); --no-compile skips it",
+    )
+    parser.add_argument(
+        "--compile-reference",
+        action="store_true",
+        default=defaults.compile_reference,
+        help="sampling: also time diffusers' pipeline compiled the same way (needs --compile)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default=defaults.compile_backend,
+        help="torch.compile backend of --compile (default inductor; 'eager' only captures "
+        "graphs, to check the path quickly)",
+    )
     add_device_argument(parser, default=defaults.device)
     parser.add_argument(
         "--peak-tflops",
@@ -88,6 +115,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not isinstance(values["module"], dict):
         raise ConfigError(f"--module must be a JSON object; got {values['module']!r}")
     settings = Settings(**values)
+    if settings.compile_reference and not settings.compile:
+        raise ConfigError("--compile-reference compares against dcgd compiled: drop --no-compile")
     if settings.resolution % 8:
         raise ConfigError(f"--resolution must be a multiple of 8; got {settings.resolution}")
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
@@ -101,6 +130,22 @@ def machine() -> dict[str, str]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def print_compiled(report: dict) -> None:
+    if "compiled_s_per_image" in report:
+        print(
+            f"sampling  compiled: dcgd {report['compiled_s_per_image']:.4f} s/image, ratio "
+            f"{report['compiled_ratio_vs_diffusers']:.3f} against diffusers (eager); "
+            f"{report['compile_s']:.0f} s to compile, outputs within "
+            f"{report['compiled_max_abs_difference']:.1e} of eager"
+        )
+    if "diffusers_compiled_s_per_image" in report:
+        print(
+            f"sampling  diffusers compiled alike: {report['diffusers_compiled_s_per_image']:.4f}"
+            f" s/image, dcgd compiled / diffusers compiled "
+            f"{report['compiled_ratio_vs_diffusers_compiled']:.3f}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         if args.only in (None, part):
             report.update(bench(settings))
             print(summary.format(s=settings, r=report))
+            if part == "sampling":
+                print_compiled(report)
     if "train_achieved_tflops" in report:
         mfu = report["train_mfu"]
         print(

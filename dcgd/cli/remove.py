@@ -183,6 +183,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"side the model runs at, {RESOLUTION[0]} to {RESOLUTION[1]} and a multiple of "
         "the model's downsampling (default: its training size)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the U-Net and VAE first (torch.compile, inductor): tens of seconds once "
+        "on a CPU, then each image samples faster; worth it for a folder, not for one image",
+    )
     parser.add_argument("--t-info", help="positive prompt: what the image shows (all images)")
     parser.add_argument("--t-mask", help="negative prompt: the object to remove (all images)")
     parser.add_argument(
@@ -497,9 +503,11 @@ def run(args: argparse.Namespace) -> int:
     skipped = list(todo.skipped)
     done = 0
     if todo.jobs:
-        remover = build_remover(
-            args, load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
-        )
+        pipeline = load_pipeline(args.checkpoint, use_ema=not args.no_ema).to(device)
+        if args.compile:
+            print("compiling the U-Net and VAE (at the first image; tens of seconds on a CPU)")
+            pipeline.compile()
+        remover = build_remover(args, pipeline)
         described = all(
             set(prompts.get(job.key, {})) >= set(needed_descriptions(remover.prompt_mode))
             for job in todo.jobs

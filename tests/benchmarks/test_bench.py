@@ -67,6 +67,8 @@ def test_dcgd_sampler_equals_diffusers_inpaint_pipeline_on_the_same_parts():
 def test_bench_command_reports_both_ratios(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "--resolution", "32", "--steps", "2", "--train-steps", "2", "--warmup", "1"]
+    # TorchDynamo's eager back end: the compiled side's path, without inductor's minute of C++
+    argv += ["--compile-backend", "eager", "--compile-reference"]
     assert main([*argv, "--repeats", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     for key in ("sampling_ratio_vs_diffusers", "train_ratio_vs_bare_loop"):
@@ -74,6 +76,11 @@ def test_bench_command_reports_both_ratios(tmp_path, capsys):
     assert report["sampling_ratio_vs_diffusers"] == pytest.approx(
         report["sampling_s_per_image"] / report["diffusers_s_per_image"]
     )
+    assert report["compiled_ratio_vs_diffusers"] == pytest.approx(
+        report["compiled_s_per_image"] / report["diffusers_s_per_image"]
+    )
+    assert report["compiled_max_abs_difference"] < 1e-5  # graph capture computes the same
+    assert report["compiled_ratio_vs_diffusers_compiled"] > 0
     assert report["train_ratio_vs_bare_loop"] == pytest.approx(
         report["bare_loop_samples_per_s"] / report["train_samples_per_s"]
     )
@@ -84,6 +91,29 @@ def test_bench_command_reports_both_ratios(tmp_path, capsys):
     assert report["train_mfu"] is None  # a CPU: no peak to divide by
     printed = capsys.readouterr().out
     assert "sampling" in printed and "training" in printed and "model FLOP utilisation" in printed
+    assert "compiled: dcgd" in printed and "diffusers compiled alike" in printed
+
+
+def test_bench_refuses_a_compiled_speed_up_that_changes_the_images(capsys):
+    """A compiler that shifts the U-Net's output by 0.01 makes faster code of another
+    computation: the bench says so in one line instead of reporting its ratio."""
+    from torch._dynamo import register_backend
+
+    @register_backend(name="dcgd_test_shifting")
+    def shifting(graph: torch.fx.GraphModule, inputs: list) -> object:
+        def run(*args):
+            out = graph.forward(*args)
+            return tuple(
+                o + 0.01 if torch.is_tensor(o) and o.is_floating_point() else o for o in out
+            )
+
+        return run
+
+    argv = ["bench", "--resolution", "32", "--steps", "2", "--repeats", "1", "--only", "sampling"]
+    torch._dynamo.reset()
+    assert main([*argv, "--compile-backend", "dcgd_test_shifting"]) != 0
+    err = capsys.readouterr().err
+    assert "compiled sampling differs from eager" in err and "Traceback" not in err
 
 
 def test_bench_rejects_unknown_options_in_its_config(tmp_path, capsys):
