@@ -123,8 +123,9 @@ class DCGDPipeline:
         inductor the weights are frozen into the compiled code (``frozen_weights``: constant
         folding and, on a CPU, oneDNN's prepacked convolutions fused with their activation),
         so compile last: after loading weights and moving to the device. The first call of
-        each input shape compiles (tens of seconds on a CPU; inductor caches on disk), so it
-        pays off over many images or steps, not for one. Training never compiles this way
+        each input shape compiles (tens of seconds on a CPU, in every new process: inductor
+        does not cache graphs with frozen weights on disk), so it pays off over many images
+        or steps, not for one. Training never compiles this way
         (its weights change). ``backend`` is ``torch.compile``'s (``"eager"``: graph capture
         only)."""
         compile_for_sampling(self.unet, backend)
