@@ -15,6 +15,7 @@ from PIL import Image
 
 import dcgd.sweeps.inference as inference
 from dcgd.cli import main
+from dcgd.errors import ConfigError
 from dcgd.sweeps.spec import load_spec
 from tests.sweeps.conftest import REPO
 
@@ -140,3 +141,39 @@ def test_one_pipeline_per_use_ema_value_loaded_on_first_use_and_kept(tiny_checkp
     assert ema.params == {"prompt_mode": "dual", "w": 1.5, "steps": 2, "seed": default.seed}
     assert raw.metrics == again.metrics  # seeded: the same samples
     assert set(ema.metrics) == {"psnr", "ssim", "mae"}
+
+
+@pytest.mark.slow
+def test_inference_compile_compiles_each_pipeline_once_and_scores_the_same(
+    tiny_checkpoint, monkeypatch
+):
+    from dcgd.sampling.pipeline import DCGDPipeline
+
+    compiled = []
+    compile_pipeline = DCGDPipeline.compile
+
+    def capture_only(self, backend="inductor"):
+        compiled.append(self)
+        # TorchDynamo's eager back end: the same graphs, without inductor's minute of C++ here
+        return compile_pipeline(self, "eager")
+
+    monkeypatch.setattr(DCGDPipeline, "compile", capture_only)
+    spec = load_spec(SPEC)
+    scores = {}
+    for compile_ in (False, True):
+        settings = {"split": "val", "compile": compile_}
+        trials = inference.InferenceTrials(replace(spec, inference=settings), tiny_checkpoint)
+        trials.prepare()
+        first = trials.run({"prompt_mode": "dual", "w": 1.5})
+        trials.run({"prompt_mode": "none"})
+        scores[compile_] = first.metrics
+    assert len(compiled) == 1 and compiled[0] is trials.pipeline()  # once, the one sampling
+    assert scores[True].keys() == scores[False].keys()
+    for name, value in scores[False].items():
+        assert scores[True][name] == pytest.approx(value, abs=1e-3), name
+
+
+def test_inference_compile_must_be_a_boolean(tiny_checkpoint):
+    spec = replace(load_spec(SPEC), inference={"compile": "yes"})
+    with pytest.raises(ConfigError, match="inference.compile must be true or false"):
+        inference.InferenceTrials(spec, tiny_checkpoint)
