@@ -279,8 +279,7 @@ def bench_sampling(settings: Settings) -> dict[str, Any]:
     if settings.compile_reference:
         twin = diffusers_pipeline(copy.deepcopy(module))
         twin.set_progress_bar_config(disable=True)
-        for part in (twin.unet, twin.vae.encoder, twin.vae.decoder):
-            compile_for_sampling(part, settings.compile_backend)
+        compile_for_sampling(twin.unet, twin.vae, settings.compile_backend)
 
         def reference_compiled():
             with frozen_weights():

@@ -128,10 +128,8 @@ class DCGDPipeline:
         or steps, not for one. Training never compiles this way
         (its weights change). ``backend`` is ``torch.compile``'s (``"eager"``: graph capture
         only)."""
-        compile_for_sampling(self.unet, backend)
-        if isinstance(self.space, VAESpace):
-            compile_for_sampling(self.space.vae.encoder, backend)
-            compile_for_sampling(self.space.vae.decoder, backend)
+        vae = self.space.vae if isinstance(self.space, VAESpace) else None
+        compile_for_sampling(self.unet, vae, backend)
         self.compiled = True
         return self
 
@@ -303,11 +301,16 @@ def _from_hyperparameters(
     return components, settings
 
 
-def compile_for_sampling(module: torch.nn.Module, backend: str | Callable = "inductor") -> None:
-    """``torch.compile`` a module in place for inference (see ``DCGDPipeline.compile``):
-    ``nn.Module.compile`` keeps the module and its state-dict keys; ``dynamic=False``
-    specialises to each input shape. Call it under ``frozen_weights()``."""
-    module.compile(backend=backend, dynamic=False)
+def compile_for_sampling(
+    unet: torch.nn.Module, vae: torch.nn.Module | None, backend: str | Callable = "inductor"
+) -> None:
+    """``torch.compile`` the U-Net and the VAE's encoder and decoder in place for inference
+    (see ``DCGDPipeline.compile``): ``nn.Module.compile`` keeps the modules and their
+    state-dict keys; ``dynamic=False`` specialises to each input shape. Call them under
+    ``frozen_weights()``."""
+    parts = [unet] if vae is None else [unet, vae.encoder, vae.decoder]
+    for part in parts:
+        part.compile(backend=backend, dynamic=False)
 
 
 def frozen_weights() -> contextlib.AbstractContextManager:

@@ -9,9 +9,10 @@ from PIL import Image
 from dcgd.cli import main
 from dcgd.data.masks import postprocess
 from dcgd.data.photos import load_photo
-from dcgd.sampling.pipeline import DCGDPipeline, load_pipeline
+from dcgd.sampling.pipeline import load_pipeline
 from dcgd.sampling.remover import Remover
 from tests.cli.helpers import error_line
+from tests.compiling import compile_on_eager_backend
 from tests.training.tiny import fit_tiny_checkpoint
 
 
@@ -75,20 +76,12 @@ def test_compile_runs_the_model_through_the_compiler_and_fills_the_same(
     checkpoint, coffee, tmp_path, monkeypatch
 ):
     image, mask = coffee
-    asked: list[str] = []
-    compile_pipeline = DCGDPipeline.compile
-
-    def capture_only(self, backend="inductor"):
-        asked.append(backend)
-        # TorchDynamo's eager back end: the same graphs, without inductor's minute of C++ here
-        return compile_pipeline(self, "eager")
-
-    monkeypatch.setattr(DCGDPipeline, "compile", capture_only)
+    calls = compile_on_eager_backend(monkeypatch)
     assert _remove(checkpoint, image, mask, tmp_path / "plain.png", "--prompt-mode", "dual") == 0
-    assert asked == []
+    assert calls == []
     compiled = tmp_path / "compiled.png"
     assert _remove(checkpoint, image, mask, compiled, "--prompt-mode", "dual", "--compile") == 0
-    assert asked == ["inductor"]
+    assert [backend for _, backend in calls] == ["inductor"]
     difference = np.abs(_read(compiled).astype(int) - _read(tmp_path / "plain.png").astype(int))
     assert difference.max() <= 1  # 8-bit pixels: at most one level of rounding
 

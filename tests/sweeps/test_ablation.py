@@ -17,6 +17,7 @@ import dcgd.sweeps.inference as inference
 from dcgd.cli import main
 from dcgd.errors import ConfigError
 from dcgd.sweeps.spec import load_spec
+from tests.compiling import compile_on_eager_backend
 from tests.sweeps.conftest import REPO
 
 SPEC = REPO / "sweeps" / "quickstart_ablation.yaml"
@@ -147,17 +148,7 @@ def test_one_pipeline_per_use_ema_value_loaded_on_first_use_and_kept(tiny_checkp
 def test_inference_compile_compiles_each_pipeline_once_and_scores_the_same(
     tiny_checkpoint, monkeypatch
 ):
-    from dcgd.sampling.pipeline import DCGDPipeline
-
-    compiled = []
-    compile_pipeline = DCGDPipeline.compile
-
-    def capture_only(self, backend="inductor"):
-        compiled.append(self)
-        # TorchDynamo's eager back end: the same graphs, without inductor's minute of C++ here
-        return compile_pipeline(self, "eager")
-
-    monkeypatch.setattr(DCGDPipeline, "compile", capture_only)
+    calls = compile_on_eager_backend(monkeypatch)
     spec = load_spec(SPEC)
     scores = {}
     for compile_ in (False, True):
@@ -167,7 +158,7 @@ def test_inference_compile_compiles_each_pipeline_once_and_scores_the_same(
         first = trials.run({"prompt_mode": "dual", "w": 1.5})
         trials.run({"prompt_mode": "none"})
         scores[compile_] = first.metrics
-    assert len(compiled) == 1 and compiled[0] is trials.pipeline()  # once, the one sampling
+    assert len(calls) == 1 and calls[0][0] is trials.pipeline()  # once, the one sampling
     assert scores[True].keys() == scores[False].keys()
     for name, value in scores[False].items():
         assert scores[True][name] == pytest.approx(value, abs=1e-3), name
